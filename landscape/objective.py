@@ -1,0 +1,343 @@
+"""The Objective: a model + loss + fixed dataset seen as a function of one flat θ.
+
+Owns: the flat-parameter view of a model, the full-batch mean loss over a fixed evaluation set,
+its gradient, batched Hessian-vector products, the dense Hessian in bounded memory, and the
+memory check that refuses dense requests which cannot fit. Imports nothing from storage,
+tracking or plotting.
+
+Conventions
+-----------
+* θ is one flat vector of shape ``[n]`` in ``parameters_to_vector(model.parameters())`` order,
+  restricted to parameters with ``requires_grad=True`` (the others are held fixed and listed in
+  ``obj.fixed_names``).
+* The loss is ``L(θ) = Σ_b (N_b / N) · loss_fn(f(x_b; θ), y_b)`` where ``loss_fn`` returns the mean
+  over a chunk of ``N_b`` samples, so the value never depends on how the data are chunked.
+  An optional L2 term ``(l2 / 2) ‖θ‖²`` is added (cross-entropy on separable data has no finite
+  critical points without it).
+* The user's module is never mutated: the Objective works on a private deep copy, moved to
+  ``device`` / ``dtype`` and put in ``eval()`` mode (dropout off, BatchNorm on its running
+  statistics), and evaluates it with ``torch.func.functional_call``. BatchNorm in training mode is
+  not supported (its batch statistics would make L depend on the chunking and break ``vmap``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, jvp, vjp, vmap
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+HVP_MODES = ("fwd-rev", "rev-rev")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or its gradient) is NaN or infinite at the requested θ."""
+
+
+class DenseTooLargeError(MemoryError):
+    """A dense request (Hessian, full spectrum) would not fit in the device's memory."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"`` / None → CUDA when present, else CPU; anything else is passed to torch."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes currently free on ``device`` (CUDA: ``mem_get_info``; CPU: available RAM)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # non-Linux: no cheap answer, do not refuse
+        return 2**62
+
+
+def check_dense_fits(n: int, dtype: torch.dtype, device: torch.device, *, copies: float,
+                     what: str) -> None:
+    """Refuse before running when ``copies`` dense ``[n, n]`` matrices do not fit on ``device``.
+
+    ``copies`` counts the n×n buffers the request holds at once (e.g. 1 for the Hessian, 3 for
+    Hessian + eigenvectors + LAPACK workspace).
+    """
+    need = copies * n * n * torch.empty((), dtype=dtype).element_size()
+    have = available_memory(device)
+    if need > have:
+        raise DenseTooLargeError(
+            f"{what} for n={n:,} parameters needs about {need / 2**30:.2f} GiB in {dtype} but only "
+            f"{have / 2**30:.2f} GiB is free on {device}. Use the matrix-free estimators instead: "
+            "landscape.spectrum.extreme_eigenpairs, estimate_trace or spectral_density."
+        )
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    inputs: Tensor
+    targets: Tensor
+    weight: float  # N_b / N
+
+
+def _as_batches(data) -> list[tuple[Tensor, Tensor]]:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
+        isinstance(t, Tensor) for t in data
+    ):
+        return [(data[0], data[1])]
+    if isinstance(data, Iterable):
+        batches = []
+        for i, batch in enumerate(data):
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                raise TypeError(f"batch {i} must be an (inputs, targets) pair; got {type(batch)}")
+            batches.append((batch[0], batch[1]))
+        return batches
+    raise TypeError(
+        "data must be an (inputs, targets) pair of tensors or an iterable of such batches; "
+        f"got {type(data).__name__}"
+    )
+
+
+class Objective:
+    """Full-batch mean loss of ``model`` on fixed data as a function of flat parameters θ.
+
+    Args:
+        model: the network; a private copy is made, the argument is never changed.
+        loss_fn: ``loss_fn(outputs, targets)`` → scalar mean over the batch.
+        data: ``(inputs, targets)`` tensors, or an iterable of such batches (consumed once).
+        dtype: floating dtype of θ, inputs and all computations (default float64).
+        device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when present) or a torch.device.
+        chunk_size: samples per forward pass (bounds memory); None keeps the given batches.
+        l2: coefficient of the added ``(l2 / 2) ‖θ‖²`` term.
+        hvp_mode: ``"fwd-rev"`` (forward-over-reverse, ``jvp`` of ``grad``) or ``"rev-rev"``
+            (``vjp`` of ``grad``); both give the same numbers.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 2))
+        >>> obj = Objective(net, nn.functional.cross_entropy,
+        ...                 (torch.randn(10, 3), torch.randint(0, 2, (10,))))
+        >>> obj.hessian(obj.theta).shape
+        torch.Size([8, 8])
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data, *,
+                 dtype: torch.dtype = torch.float64, device: str | torch.device | None = "cpu",
+                 chunk_size: int | None = None, l2: float = 0.0, hvp_mode: str = "fwd-rev"):
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating type; got {dtype}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer; got {chunk_size}")
+        if l2 < 0:
+            raise ValueError(f"l2 must be non-negative; got {l2}")
+        if hvp_mode not in HVP_MODES:
+            raise ValueError(f"hvp_mode must be one of {HVP_MODES}; got {hvp_mode!r}")
+        self.device = resolve_device(device)
+        self.dtype = dtype
+        self.loss_fn = loss_fn
+        self.l2 = float(l2)
+        self.hvp_mode = hvp_mode
+
+        self._module = copy.deepcopy(model).to(device=self.device, dtype=dtype).eval()
+        named = list(self._module.named_parameters())
+        self.param_names = tuple(name for name, p in named if p.requires_grad)
+        if not self.param_names:
+            raise ValueError("model has no parameters with requires_grad=True")
+        self.fixed_names = tuple(name for name, p in named if not p.requires_grad)
+        self._shapes = tuple(p.shape for name, p in named if p.requires_grad)
+        self._numels = tuple(math.prod(s) for s in self._shapes)
+        self._fixed = {name: p.detach() for name, p in named if not p.requires_grad}
+        self._fixed.update({name: b for name, b in self._module.named_buffers()})
+        self.num_params = sum(self._numels)
+        self.theta = torch.cat(
+            [p.detach().reshape(-1) for _, p in named if p.requires_grad]
+        ).clone()
+
+        self._chunks = self._make_chunks(_as_batches(data), chunk_size)
+        self.num_samples = sum(c.targets.shape[0] for c in self._chunks)
+        self.chunk_size = chunk_size
+
+    # ------------------------------------------------------------------ construction helpers
+    def _make_chunks(self, batches, chunk_size) -> list[_Chunk]:
+        pieces = []
+        for i, (x, y) in enumerate(batches):
+            if x.shape[0] != y.shape[0]:
+                raise ValueError(
+                    f"batch {i}: inputs have {x.shape[0]} samples but targets {y.shape[0]}"
+                )
+            if x.shape[0] == 0:
+                continue
+            x = x.to(self.device, self.dtype if x.is_floating_point() else x.dtype)
+            y = y.to(self.device, self.dtype if y.is_floating_point() else y.dtype)
+            pieces.append((x, y))
+        if not pieces:
+            raise ValueError("data are empty: the objective needs at least one sample")
+        if chunk_size is not None:
+            x = torch.cat([p[0] for p in pieces])
+            y = torch.cat([p[1] for p in pieces])
+            pieces = list(zip(x.split(chunk_size), y.split(chunk_size)))
+        total = sum(p[1].shape[0] for p in pieces)
+        return [_Chunk(x, y, y.shape[0] / total) for x, y in pieces]
+
+    # ------------------------------------------------------------------ θ handling
+    def _check_theta(self, theta: Tensor) -> Tensor:
+        if not isinstance(theta, Tensor):
+            raise TypeError(f"theta must be a tensor; got {type(theta).__name__}")
+        if theta.shape != (self.num_params,):
+            raise ValueError(
+                f"theta must have shape ({self.num_params},) for this model; got "
+                f"{tuple(theta.shape)}"
+            )
+        return theta.to(self.device, self.dtype)
+
+    def _check_vectors(self, vectors: Tensor) -> Tensor:
+        if vectors.ndim not in (1, 2) or vectors.shape[-1] != self.num_params:
+            raise ValueError(
+                f"V must have shape [n] or [k, n] with n={self.num_params}; "
+                f"got {tuple(vectors.shape)}"
+            )
+        return vectors.to(self.device, self.dtype)
+
+    def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
+        """θ ``[n]`` → {parameter name: view with the parameter's shape}."""
+        parts = theta.split(self._numels)
+        return {name: part.view(shape)
+                for name, part, shape in zip(self.param_names, parts, self._shapes)}
+
+    # ------------------------------------------------------------------ per-chunk pieces
+    def _outputs(self, theta: Tensor, inputs: Tensor) -> Tensor:
+        return functional_call(self._module, (self.unflatten(theta), self._fixed), (inputs,))
+
+    def _chunk_loss(self, theta: Tensor, inputs: Tensor, targets: Tensor) -> Tensor:
+        loss = self.loss_fn(self._outputs(theta, inputs), targets)
+        if not isinstance(loss, Tensor) or loss.ndim != 0:
+            shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+            raise ValueError(
+                "loss_fn must return a scalar (the mean over the batch); got shape "
+                f"{shape}. Use reduction='mean'."
+            )
+        return loss
+
+    def _penalty(self, theta: Tensor) -> Tensor:
+        return 0.5 * self.l2 * theta.dot(theta)
+
+    def _chunk_hvp(self, theta: Tensor, chunk: _Chunk, vectors: Tensor) -> Tensor:
+        grad_fn = grad(self._chunk_loss)
+        args = (chunk.inputs, chunk.targets)
+        if self.hvp_mode == "fwd-rev":
+            def one(v):
+                return jvp(lambda t: grad_fn(t, *args), (theta,), (v,))[1]
+            return vmap(one)(vectors)
+        _, pullback = vjp(lambda t: grad_fn(t, *args), theta)
+        return vmap(lambda v: pullback(v)[0])(vectors)
+
+    # ------------------------------------------------------------------ public surface
+    def functional_loss(self, theta: Tensor) -> Tensor:
+        """L(θ) as a pure differentiable function, for ``torch.func`` transforms and autograd.
+
+        No input checks and no finiteness check (they would break tracing); prefer ``loss`` for
+        values and ``grad`` / ``hvp`` / ``hessian`` for derivatives.
+        """
+        total = self._penalty(theta)
+        for c in self._chunks:
+            total = total + c.weight * self._chunk_loss(theta, c.inputs, c.targets)
+        return total
+
+    def loss(self, theta: Tensor) -> Tensor:
+        """Full-batch mean loss (plus the L2 term) at θ; a 0-d tensor."""
+        theta = self._check_theta(theta)
+        with torch.no_grad():
+            total = self.functional_loss(theta)
+        _check_finite(total, "loss")
+        return total
+
+    def loss_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """(L(θ), ∇L(θ)) with ∇L of shape ``[n]``, from one forward+backward per chunk."""
+        theta = self._check_theta(theta)
+        value_and_grad = torch.func.grad_and_value(self._chunk_loss)
+        total_loss = self._penalty(theta)
+        total_grad = self.l2 * theta
+        for c in self._chunks:
+            g, value = value_and_grad(theta, c.inputs, c.targets)
+            total_loss = total_loss + c.weight * value
+            total_grad = total_grad + c.weight * g
+        _check_finite(total_loss, "loss")
+        _check_finite(total_grad, "gradient")
+        return total_loss.detach(), total_grad.detach()
+
+    def grad(self, theta: Tensor) -> Tensor:
+        """∇L(θ), shape ``[n]``."""
+        return self.loss_and_grad(theta)[1]
+
+    def hvp(self, theta: Tensor, vectors: Tensor) -> Tensor:
+        """Hessian-vector products H(θ)·v for ``vectors`` of shape ``[n]`` or ``[k, n]``.
+
+        All k vectors go through one vmapped pass per data chunk; the output has the input's shape.
+        """
+        theta = self._check_theta(theta)
+        vectors = self._check_vectors(vectors)
+        batch = vectors if vectors.ndim == 2 else vectors.unsqueeze(0)
+        out = self.l2 * batch
+        for c in self._chunks:
+            out = out + c.weight * self._chunk_hvp(theta, c, batch)
+        out = out.detach()
+        _check_finite(out, "Hessian-vector product")
+        return out if vectors.ndim == 2 else out.squeeze(0)
+
+    def hessian(self, theta: Tensor, *, block_size: int | None = None) -> Tensor:
+        """Dense Hessian ``[n, n]`` built from blocks of ``block_size`` identity columns.
+
+        Peak memory is the n×n result plus one block of HVPs; the default block size keeps a
+        block's HVP outputs (``block_size · n`` entries) under 1/8 of the result. The result is
+        symmetrised, ``(H + Hᵀ)/2``, which removes rounding asymmetry only.
+        """
+        theta = self._check_theta(theta)
+        n = self.num_params
+        check_dense_fits(n, self.dtype, self.device, copies=1.25, what="A dense Hessian")
+        if block_size is None:
+            block_size = max(1, min(n, 256, n // 8 or 1))
+        if block_size < 1:
+            raise ValueError(f"block_size must be positive; got {block_size}")
+        out = torch.empty(n, n, dtype=self.dtype, device=self.device)
+        for start in range(0, n, block_size):
+            stop = min(n, start + block_size)
+            eye = torch.zeros(stop - start, n, dtype=self.dtype, device=self.device)
+            eye[:, start:stop].fill_diagonal_(1.0)
+            out[start:stop] = self.hvp(theta, eye)
+        return 0.5 * (out + out.T)
+
+    def outputs(self, theta: Tensor) -> list[Tensor]:
+        """Model outputs per chunk at θ (no gradient), in data order."""
+        theta = self._check_theta(theta)
+        with torch.no_grad():
+            return [self._outputs(theta, c.inputs) for c in self._chunks]
+
+    def error(self, theta: Tensor) -> float:
+        """Classification error rate at θ: fraction of samples whose argmax output ≠ label.
+
+        Needs integer class-label targets and outputs of shape ``[N_b, n_classes]``.
+        """
+        wrong = 0
+        for c, out in zip(self._chunks, self.outputs(theta)):
+            if c.targets.is_floating_point() or out.ndim != 2:
+                raise ValueError(
+                    "error() needs integer class labels and [batch, classes] outputs; got "
+                    f"targets of dtype {c.targets.dtype} and outputs of shape {tuple(out.shape)}"
+                )
+            wrong += int((out.argmax(dim=1) != c.targets).sum())
+        return wrong / self.num_samples
+
+    def __repr__(self) -> str:
+        return (f"Objective(n={self.num_params:,}, samples={self.num_samples}, "
+                f"chunks={len(self._chunks)}, dtype={self.dtype}, device={self.device}, "
+                f"l2={self.l2}, hvp_mode={self.hvp_mode!r})")
+
+
+def _check_finite(value: Tensor, what: str) -> None:
+    if not bool(torch.isfinite(value).all()):
+        raise NonFiniteLossError(f"the {what} is not finite (NaN or inf) at this θ")

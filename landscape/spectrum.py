@@ -1,0 +1,255 @@
+"""Hessian spectra of an Objective: dense for small nets, matrix-free estimates for large ones.
+
+Owns: the full spectrum and index α (dense ``eigh`` in float64), extreme eigenpairs by Lanczos,
+trace estimates (Hutchinson, Hutch++), spectral densities by stochastic Lanczos quadrature and their
+smoothing for plots. Every estimate carries its error: residual norms for eigenpairs, a standard
+error for traces; every stochastic routine takes a ``seed`` (int or ``torch.Generator``).
+Imports nothing from storage, tracking or plotting.
+
+Index convention: with ``scale = max |λ|`` and relative tolerance ``tol``, eigenvalues below
+``−tol·scale`` are negative, above ``+tol·scale`` positive, the rest near-zero;
+``α = n_negative / n``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from landscape.linalg.hutchinson import TraceEstimate, hutchinson_trace
+from landscape.linalg.lanczos import Lanczos
+from landscape.linalg.meyer2020hutchpp import hutchpp_trace
+from landscape.linalg.probes import Seed, as_generator, gaussian
+from landscape.linalg.slq import slq
+from landscape.objective import Objective, check_dense_fits
+
+DEFAULT_INDEX_TOL = 1e-6
+TRACE_METHODS = ("hutchinson", "hutch++")
+
+__all__ = [
+    "DEFAULT_INDEX_TOL", "EigenPairs", "Inertia", "SpectralDensity", "Spectrum", "TraceEstimate",
+    "count_inertia", "estimate_trace", "extreme_eigenpairs", "full_spectrum", "smooth_density",
+    "spectral_density",
+]
+
+
+@dataclass(frozen=True)
+class Inertia:
+    """Counts of negative / near-zero / positive eigenvalues at a threshold.
+
+    ``threshold`` is absolute (``tol · scale``); ``tol`` is the relative tolerance it came from.
+    """
+
+    n_negative: int
+    n_zero: int
+    n_positive: int
+    tol: float
+    threshold: float
+
+    @property
+    def index(self) -> float:
+        """α: the fraction of eigenvalues that are negative."""
+        return self.n_negative / (self.n_negative + self.n_zero + self.n_positive)
+
+
+def count_inertia(eigenvalues: Tensor, tol: float = DEFAULT_INDEX_TOL,
+                  scale: float | None = None) -> Inertia:
+    """Inertia of ``eigenvalues`` ``[n]`` with threshold ``tol · scale`` (scale: max |λ|)."""
+    if tol < 0:
+        raise ValueError(f"tol must be non-negative; got {tol}")
+    if scale is None:
+        scale = float(eigenvalues.abs().max()) if eigenvalues.numel() else 0.0
+    threshold = tol * scale
+    n_neg = int((eigenvalues < -threshold).sum())
+    n_pos = int((eigenvalues > threshold).sum())
+    return Inertia(n_neg, eigenvalues.numel() - n_neg - n_pos, n_pos, tol, threshold)
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Full Hessian spectrum at θ.
+
+    Attributes:
+        eigenvalues: ``[n]`` float64, ascending.
+        eigenvectors: ``[n, n]`` float64 with eigenvectors as columns, or None.
+        inertia: counts and index α at the relative tolerance ``inertia.tol``.
+    """
+
+    eigenvalues: Tensor
+    eigenvectors: Tensor | None
+    inertia: Inertia
+
+    @property
+    def index(self) -> float:
+        return self.inertia.index
+
+    @property
+    def n_negative(self) -> int:
+        return self.inertia.n_negative
+
+    @property
+    def n_zero(self) -> int:
+        return self.inertia.n_zero
+
+    @property
+    def n_positive(self) -> int:
+        return self.inertia.n_positive
+
+    @property
+    def tol(self) -> float:
+        return self.inertia.tol
+
+    def inertia_at(self, tol: float) -> Inertia:
+        """Inertia at another relative tolerance (to check that the index is stable)."""
+        return count_inertia(self.eigenvalues, tol)
+
+
+def full_spectrum(obj: Objective, theta: Tensor, *, tol: float = DEFAULT_INDEX_TOL,
+                  eigenvectors: bool = False, block_size: int | None = None) -> Spectrum:
+    """All eigenvalues (ascending) of the dense Hessian at θ, decomposed in float64.
+
+    The Hessian is built by ``obj.hessian`` in ``obj.dtype`` (use float64 for an index) and refused
+    up front when it and the decomposition's workspace would not fit on the device.
+    """
+    check_dense_fits(obj.num_params, torch.float64, obj.device, copies=3 if eigenvectors else 2,
+                     what="A dense spectrum")
+    hessian = obj.hessian(theta, block_size=block_size).to(torch.float64)
+    if eigenvectors:
+        values, vectors = torch.linalg.eigh(hessian)
+    else:
+        values, vectors = torch.linalg.eigvalsh(hessian), None
+    return Spectrum(values, vectors, count_inertia(values, tol))
+
+
+@dataclass(frozen=True)
+class EigenPairs:
+    """Extreme eigenpairs from Lanczos.
+
+    Attributes:
+        eigenvalues: ``[k]``, largest first for ``which="largest"``, most negative first for
+            ``which="smallest"``.
+        eigenvectors: ``[k, n]`` unit Ritz vectors (rows).
+        residuals: ``[k]`` explicit ``‖H v − λ v‖`` (each eigenvalue is within this of a true one).
+        converged: ``[k]`` bool, residual ≤ ``tol · |λ|``.
+        n_matvecs: Hessian-vector products spent (including the residual check).
+    """
+
+    eigenvalues: Tensor
+    eigenvectors: Tensor
+    residuals: Tensor
+    converged: Tensor
+    n_matvecs: int
+
+
+def extreme_eigenpairs(obj: Objective, theta: Tensor, k: int = 1, which: str = "largest", *,
+                       tol: float = 1e-6, max_steps: int | None = None,
+                       seed: Seed = 0) -> EigenPairs:
+    """The k algebraically largest (or smallest) Hessian eigenpairs by Lanczos.
+
+    Full reorthogonalisation; the basis grows 10 steps at a time until the Ritz residual estimates
+    of the k wanted pairs fall below ``tol · |λ|`` (which bounds each eigenvalue's relative error by
+    ``tol``) or ``max_steps`` (default ``min(n, max(300, 10k))``) is reached. A multiple eigenvalue may
+    be returned once only, as with any single-vector Krylov method.
+    """
+    if which not in ("largest", "smallest"):
+        raise ValueError(f"which must be 'largest' or 'smallest'; got {which!r}")
+    n = obj.num_params
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, n={n}]; got {k}")
+    max_steps = min(n, max_steps if max_steps is not None else max(300, 10 * k))
+    if max_steps < k:
+        raise ValueError(f"max_steps={max_steps} is smaller than k={k}")
+    theta = theta.to(obj.device, obj.dtype)
+    generator = as_generator(seed)
+    v0 = gaussian(1, n, generator, dtype=obj.dtype, device=obj.device)
+    process = Lanczos(lambda V: obj.hvp(theta, V), v0, max_steps, generator)
+    process.extend(min(max_steps, max(2 * k + 10, 20)))
+    while True:
+        values, vectors, estimates = process.result().ritz()
+        order = torch.arange(k) if which == "smallest" else torch.arange(values.shape[1] - 1,
+                                                                         values.shape[1] - 1 - k, -1)
+        done = bool((estimates[0, order] <= tol * values[0, order].abs()).all())
+        if done or process.steps >= max_steps:
+            break
+        process.extend(10)
+    basis = process.result().basis[0]
+    ritz_vectors = vectors[0][:, order].T @ basis
+    ritz_values = values[0, order]
+    residuals = (obj.hvp(theta, ritz_vectors) - ritz_values[:, None] * ritz_vectors).norm(dim=1)
+    return EigenPairs(ritz_values, ritz_vectors, residuals,
+                      residuals <= tol * ritz_values.abs(), process.steps + k)
+
+
+def estimate_trace(obj: Objective, theta: Tensor, n_probes: int = 99, method: str = "hutch++", *,
+                   seed: Seed = 0, block_size: int = 32) -> TraceEstimate:
+    """Stochastic estimate of tr H(θ) with its standard error, spending ``n_probes`` HVPs.
+
+    ``"hutch++"`` (default) deflates the top of the spectrum first and wins whenever a few
+    eigenvalues dominate; ``"hutchinson"`` is the plain Rademacher average.
+    """
+    if method not in TRACE_METHODS:
+        raise ValueError(f"method must be one of {TRACE_METHODS}; got {method!r}")
+    theta = theta.to(obj.device, obj.dtype)
+    estimator = hutchpp_trace if method == "hutch++" else hutchinson_trace
+    return estimator(lambda V: obj.hvp(theta, V), obj.num_params, n_probes, as_generator(seed),
+                     dtype=obj.dtype, device=obj.device, block_size=block_size)
+
+
+@dataclass(frozen=True)
+class SpectralDensity:
+    """Raw SLQ quadrature: per probe, nodes ``[p, m]`` and weights ``[p, m]`` (rows sum to 1).
+
+    The density estimate is ``(1/p) Σ_l Σ_j weights[l, j] · δ(λ − nodes[l, j])``.
+    """
+
+    nodes: Tensor
+    weights: Tensor
+    num_params: int
+
+    def moment(self, power: int) -> tuple[float, float]:
+        """Estimate of ``tr(H^power)/n`` and its standard error over probes.
+
+        Exact per probe (``vᵀ H^power v``) for ``power < 2m``.
+        """
+        per_probe = (self.weights * self.nodes**power).sum(dim=1)
+        p = per_probe.numel()
+        stderr = float(per_probe.std(correction=1)) / math.sqrt(p) if p > 1 else math.nan
+        return float(per_probe.mean()), stderr
+
+
+def spectral_density(obj: Objective, theta: Tensor, n_steps: int = 90, n_probes: int = 10, *,
+                     seed: Seed = 0) -> SpectralDensity:
+    """Spectral density of H(θ) by stochastic Lanczos quadrature (all probes batched).
+
+    Defaults follow Ghorbani et al. 2019 (80–90 steps, full reorthogonalisation); ``n_steps`` is
+    capped at n.
+    """
+    theta = theta.to(obj.device, obj.dtype)
+    nodes, weights = slq(lambda V: obj.hvp(theta, V), obj.num_params,
+                         min(n_steps, obj.num_params), n_probes, as_generator(seed),
+                         dtype=obj.dtype, device=obj.device)
+    return SpectralDensity(nodes.cpu(), weights.cpu(), obj.num_params)
+
+
+def smooth_density(density: SpectralDensity, *, n_grid: int = 1000,
+                   variance: float | None = None) -> tuple[Tensor, Tensor]:
+    """Gaussian-smoothed density on a grid, for plotting: ``(grid [n_grid], values [n_grid])``.
+
+    Each node becomes a Gaussian of the given ``variance`` (default ``1e-5 · max(1, range)``, the
+    Ghorbani et al. / PyHessian choice); the values integrate to ≈1 over the grid.
+    """
+    nodes = density.nodes.reshape(-1).to(torch.float64)
+    weights = density.weights.reshape(-1).to(torch.float64) / density.nodes.shape[0]
+    lo, hi = float(nodes.min()), float(nodes.max())
+    if variance is None:
+        variance = 1e-5 * max(1.0, hi - lo)
+    if variance <= 0:
+        raise ValueError(f"variance must be positive; got {variance}")
+    pad = max(0.01 * (hi - lo), 5 * math.sqrt(variance))
+    grid = torch.linspace(lo - pad, hi + pad, n_grid, dtype=torch.float64)
+    kernel = torch.exp(-((grid[:, None] - nodes[None, :]) ** 2) / (2 * variance))
+    values = kernel @ weights / math.sqrt(2 * math.pi * variance)
+    return grid, values
