@@ -232,9 +232,14 @@ class Objective:
         if self.hvp_mode == "fwd-rev":
             def one(v):
                 return jvp(lambda t: grad_fn(t, *args), (theta,), (v,))[1]
-            return vmap(one)(vectors)
-        _, pullback = vjp(lambda t: grad_fn(t, *args), theta)
-        return vmap(lambda v: pullback(v)[0])(vectors)
+        else:
+            _, pullback = vjp(lambda t: grad_fn(t, *args), theta)
+
+            def one(v):
+                return pullback(v)[0]
+        if vectors.shape[0] == 1:  # vmap's tracing overhead dominates for a single vector
+            return one(vectors[0]).unsqueeze(0)
+        return vmap(one)(vectors)
 
     # ------------------------------------------------------------------ public surface
     def functional_loss(self, theta: Tensor) -> Tensor:
@@ -292,15 +297,15 @@ class Objective:
     def hessian(self, theta: Tensor, *, block_size: int | None = None) -> Tensor:
         """Dense Hessian ``[n, n]`` built from blocks of ``block_size`` identity columns.
 
-        Peak memory is the n×n result plus one block of HVPs; the default block size keeps a
-        block's HVP outputs (``block_size · n`` entries) under 1/8 of the result. The result is
-        symmetrised, ``(H + Hᵀ)/2``, which removes rounding asymmetry only.
+        Peak memory is the n×n result plus one block of HVPs, whose activations scale with
+        ``block_size × chunk_size`` (default block: 128 columns; lower either to save memory).
+        The result is symmetrised, ``(H + Hᵀ)/2``, which removes rounding asymmetry only.
         """
         theta = self._check_theta(theta)
         n = self.num_params
         check_dense_fits(n, self.dtype, self.device, copies=1.25, what="A dense Hessian")
         if block_size is None:
-            block_size = max(1, min(n, 256, n // 8 or 1))
+            block_size = min(n, 128)
         if block_size < 1:
             raise ValueError(f"block_size must be positive; got {block_size}")
         out = torch.empty(n, n, dtype=self.dtype, device=self.device)

@@ -1,0 +1,320 @@
+"""Critical-point searches with honest outcome labels, single and many starts.
+
+Statuses (thresholds stored with every result):
+
+* ``"critical"``: the final ‖g‖ ≤ ``grad_tol`` (default 1e-8, i.e. ‖g‖² ≤ 1e-16; Frye et al. used
+  ‖g‖² < 1e-10 as a filter, and successful float64 runs reach ‖g‖² ≈ 1e-30). Searches run past the
+  threshold to ``stop_tol`` (or until no step is acceptable) and are filtered at the end.
+* ``"gradient-flat"``: not critical and ``‖Hg‖ ≤ flat_tol · ‖H‖ · ‖g‖`` at the end (g lies in the
+  near-kernel of H, so Newton-type steps and gradient-norm descent stall although ‖g‖ does not
+  vanish; Frye et al. 2021). ‖H‖ is the largest |eigenvalue|, estimated by 20 Lanczos steps at the
+  start and end of the search. Such points are never counted as critical.
+  ``passed_gradient_flat`` records whether any iterate met the same test on the way.
+* ``"max-iterations"``: neither, when the iteration cap was hit or no acceptable step was found
+  (``stop_reason`` says which).
+* ``"diverged"``: the loss or gradient became non-finite, or θ moved further than
+  ``diverge_factor · max(1, ‖θ₀‖)`` from the start.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from landscape.critical.damped_newton import DampedNewton
+from landscape.critical.gnm import GradientNormDescent
+from landscape.critical.levenberg_marquardt import LevenbergMarquardt
+from landscape.critical.newton_mr import NewtonMR
+from landscape.critical.steps import CountingObjective, State, newton_space
+from landscape.linalg.lanczos import lanczos
+from landscape.linalg.probes import Seed, as_generator, gaussian
+from landscape.objective import NonFiniteLossError, Objective
+from landscape.spectrum import DEFAULT_INDEX_TOL, count_inertia, full_spectrum
+
+METHODS = {
+    "levenberg-marquardt": LevenbergMarquardt,
+    "newton-mr": NewtonMR,
+    "damped-newton": DampedNewton,
+    "gnm": GradientNormDescent,
+}
+DEFAULT_METHOD = "levenberg-marquardt"
+STATUSES = ("critical", "gradient-flat", "max-iterations", "diverged")
+HISTORY_FIELDS = ("loss", "grad_norm_sq", "hg_norm", "flatness", "step_size", "inner")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The numbers that decide a search's status (stored with every result)."""
+
+    grad_tol: float = 1e-8
+    stop_tol: float = 1e-13
+    flat_tol: float = 5e-4
+    diverge_factor: float = 1e3
+    max_iterations: int = 200
+    max_failures: int = 3
+
+
+@dataclass(frozen=True)
+class CriticalPoint:
+    """Outcome of one search (fields after ``history`` are filled by ``find_critical_points``).
+
+    Attributes:
+        theta: final iterate ``[n]``.
+        status: one of ``STATUSES``; ``stop_reason``: ``"converged"`` (‖g‖ ≤ stop_tol),
+            ``"no-progress"``, ``"iteration-cap"``, ``"non-finite"`` or ``"escaped"``.
+        loss, grad_norm: L and ‖g‖ at ``theta``; ``hg_norm``: ‖Hg‖; ``flatness``: ‖Hg‖/(‖H‖‖g‖).
+        history: per-iteration tensors ``loss, grad_norm_sq, hg_norm, flatness, step_size, inner``
+            (index 0 is the start; ``step_size`` / ``inner`` of index 0 are NaN / 0).
+        index: fraction of negative Hessian eigenvalues at the relative tolerance ``index_tol``;
+            ``index_stable``: the count is unchanged at ``index_tol`` ×10 and ÷10.
+        newton_step_norm: length of the minimum-norm Newton step from ``theta`` (the distance to
+            the exact critical point to first order); ``certified``: critical, index stable and
+            that step ≤ 1e-6 · max(1, ‖θ‖).
+        cluster: critical points with equal loss (to 1e-8 relative) and inertia share an id.
+    """
+
+    theta: Tensor
+    status: str
+    stop_reason: str
+    method: str
+    loss: float
+    grad_norm: float
+    hg_norm: float
+    flatness: float
+    hessian_norm: float
+    passed_gradient_flat: bool
+    iterations: int
+    n_grads: int
+    n_hvps: int
+    wall_time: float
+    thresholds: Thresholds
+    history: dict[str, Tensor] = field(repr=False)
+    label: str = ""
+    error: float | None = None
+    index: float | None = None
+    n_negative: int | None = None
+    n_zero: int | None = None
+    n_positive: int | None = None
+    index_tol: float | None = None
+    index_stable: bool | None = None
+    eigenvalues: Tensor | None = field(default=None, repr=False)
+    newton_step_norm: float | None = None
+    certified: bool = False
+    cluster: int | None = None
+
+
+def hessian_norm(obj: Objective | CountingObjective, theta: Tensor, steps: int = 20,
+                 seed: Seed = 0) -> float:
+    """Estimate of ‖H‖₂ = max |λ| from a short Lanczos run (a lower bound, accurate for outliers)."""
+    v0 = gaussian(1, obj.num_params, as_generator(seed), dtype=theta.dtype, device=theta.device)
+    values = lanczos(lambda V: obj.hvp(theta, V), v0, min(steps, obj.num_params)).ritz()[0]
+    return float(values.abs().max())
+
+
+def make_method(method: str, options: dict):
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    return METHODS[method](**options)
+
+
+def find_critical_point(obj: Objective, theta0: Tensor, method: str = DEFAULT_METHOD, *,
+                        thresholds: Thresholds | None = None, label: str = "",
+                        **options) -> CriticalPoint:
+    """Search for a critical point (minimum or saddle) of ``obj`` near ``theta0``.
+
+    ``options`` go to the method's constructor (see ``METHODS``). Float64 objectives are strongly
+    advised: the default ``grad_tol`` is below float32's noise floor.
+    """
+    th = thresholds or Thresholds()
+    stepper = make_method(method, options)
+    counted = CountingObjective(obj)
+    start_time = time.perf_counter()
+    theta = theta0.to(obj.device, obj.dtype).clone()
+    limit = th.diverge_factor * max(1.0, float(theta.norm()))
+    history: dict[str, list[float]] = {k: [] for k in HISTORY_FIELDS}
+    state, hnorm, stop_reason, failures = None, math.nan, "iteration-cap", 0
+    passed_flat = False
+    try:
+        loss, grad = counted.loss_and_grad(theta)
+        hnorm = hessian_norm(counted, theta)
+        state = State(theta, float(loss), grad, counted.hvp(theta, grad))
+        _record(history, state, hnorm, math.nan, 0)
+        for _ in range(th.max_iterations):
+            if math.sqrt(state.grad_norm_sq) <= th.stop_tol:
+                stop_reason = "converged"
+                break
+            step = stepper.step(counted, state)
+            if step is None:
+                failures += 1
+                if failures >= th.max_failures:
+                    stop_reason = "no-progress"
+                    break
+                continue
+            failures = 0
+            if float((step.theta - theta0.to(step.theta)).norm()) > limit:
+                stop_reason = "escaped"
+                state = replace(state, theta=step.theta, loss=step.loss, grad=step.grad)
+                break
+            state = State(step.theta, step.loss, step.grad, counted.hvp(step.theta, step.grad))
+            flat = _record(history, state, hnorm, step.step_size, step.inner)
+            passed_flat |= flat <= th.flat_tol and math.sqrt(state.grad_norm_sq) > th.grad_tol
+        if stop_reason != "escaped":
+            hnorm = hessian_norm(counted, state.theta)
+    except NonFiniteLossError:
+        stop_reason = "non-finite"
+    return _conclude(obj, state, theta, stop_reason, method, hnorm, passed_flat, counted,
+                     time.perf_counter() - start_time, th, history, label)
+
+
+def flatness(hg_norm: float, hessian_norm: float, grad_norm: float) -> float:
+    """‖Hg‖ / (‖H‖ ‖g‖) ∈ [0, 1]: 0 when g lies in ker H (H = 0 included); NaN when g = 0."""
+    if grad_norm == 0:
+        return math.nan
+    if hg_norm == 0:
+        return 0.0
+    return hg_norm / (hessian_norm * grad_norm)
+
+
+def _record(history, state: State, hnorm: float, step_size: float, inner: int) -> float:
+    gnorm = math.sqrt(state.grad_norm_sq)
+    hg = float(state.hg.norm())
+    flat = flatness(hg, hnorm, gnorm)
+    for key, value in zip(HISTORY_FIELDS,
+                          (state.loss, state.grad_norm_sq, hg, flat, step_size, inner)):
+        history[key].append(float(value))
+    return flat
+
+
+def _conclude(obj, state, theta0, stop_reason, method, hnorm, passed_flat, counted, wall, th,
+              history, label) -> CriticalPoint:
+    if state is None or stop_reason in ("non-finite", "escaped"):
+        theta = theta0 if state is None else state.theta
+        status, loss, gnorm, hg, flat = "diverged", math.nan, math.nan, math.nan, math.nan
+        if state is not None:
+            loss, gnorm = state.loss, math.sqrt(state.grad_norm_sq)
+    else:
+        theta, loss = state.theta, state.loss
+        gnorm, hg = math.sqrt(state.grad_norm_sq), float(state.hg.norm())
+        flat = flatness(hg, hnorm, gnorm)
+        if gnorm <= th.grad_tol:
+            status = "critical"
+        elif flat <= th.flat_tol:
+            status = "gradient-flat"
+        else:
+            status = "max-iterations"
+    tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in history.items()}
+    return CriticalPoint(
+        theta=theta.detach(), status=status, stop_reason=stop_reason, method=method, loss=loss,
+        grad_norm=gnorm, hg_norm=hg, flatness=flat, hessian_norm=hnorm,
+        passed_gradient_flat=passed_flat, iterations=len(history["loss"]) - 1 if history["loss"]
+        else 0, n_grads=counted.n_grads, n_hvps=counted.n_hvps, wall_time=wall, thresholds=th,
+        history=tensors, label=label)
+
+
+@dataclass(frozen=True)
+class Start:
+    """A starting point: θ ``[n]``, a label, where it came from and the perturbation radius."""
+
+    theta: Tensor
+    label: str
+    kind: str = "given"
+    radius: float = 0.0
+
+
+def perturbed_starts(theta: Tensor, radii: Sequence[float], n_per_radius: int, *,
+                     seed: Seed = 0, label: str = "start") -> list[Start]:
+    """Starts ``θ + δ`` with Gaussian δ of per-coordinate std ``r · ‖θ‖/√n`` (so ‖δ‖ ≈ r‖θ‖).
+
+    Radius 0 gives θ itself once. Dauphin et al. 2014 started from training points plus noise.
+    """
+    generator = as_generator(seed)
+    n = theta.numel()
+    rms = float(theta.norm()) / math.sqrt(n)
+    starts = []
+    for r in radii:
+        if r < 0:
+            raise ValueError(f"radii must be non-negative; got {r}")
+        count = 1 if r == 0 else n_per_radius
+        for i in range(count):
+            noise = gaussian(1, n, generator, dtype=theta.dtype, device=theta.device)[0]
+            starts.append(Start(theta + r * rms * noise, f"{label}/r={r:g}/{i}", "perturbed"
+                                if r > 0 else "given", float(r)))
+    return starts
+
+
+def analyse(obj: Objective, point: CriticalPoint, *, index_tol: float = DEFAULT_INDEX_TOL,
+            keep_eigenvalues: bool = True, max_dim: int = 300) -> CriticalPoint:
+    """Add error, dense-spectrum index (with stability over tol ×10 / ÷10) and certification."""
+    if point.status == "diverged":
+        return point
+    theta = point.theta
+    try:
+        error = obj.error(theta)
+    except ValueError:
+        error = None
+    spec = full_spectrum(obj, theta, tol=index_tol)
+    inertia = spec.inertia
+    stable = all(count_inertia(spec.eigenvalues, t).n_negative == inertia.n_negative
+                 for t in (index_tol / 10, index_tol * 10))
+    step_norm = math.nan
+    if point.grad_norm > 0:
+        space = newton_space(obj, theta, obj.grad(theta), max_dim=max_dim)
+        step_norm = float(space.to_full(space.levenberg_marquardt(0.0)).norm())
+    elif point.grad_norm == 0:
+        step_norm = 0.0
+    certified = (point.status == "critical" and stable
+                 and step_norm <= 1e-6 * max(1.0, float(theta.norm())))
+    return replace(point, error=error, index=inertia.index, n_negative=inertia.n_negative,
+                   n_zero=inertia.n_zero, n_positive=inertia.n_positive, index_tol=index_tol,
+                   index_stable=stable, eigenvalues=spec.eigenvalues.cpu() if keep_eigenvalues
+                   else None, newton_step_norm=step_norm, certified=certified)
+
+
+def assign_clusters(points: list[CriticalPoint], rtol: float = 1e-8) -> list[CriticalPoint]:
+    """Merge duplicates among critical points: same inertia and loss (to ``rtol`` relative).
+
+    Spectra are not compared: reparametrisation symmetries (e.g. GL(p) in linear layers) move
+    Hessian eigenvalues along a set of equivalent critical points.
+    """
+    reps: list[CriticalPoint] = []
+    out = []
+    for p in points:
+        if p.status != "critical" or p.n_negative is None:
+            out.append(p)
+            continue
+        for cid, rep in enumerate(reps):
+            if ((rep.n_negative, rep.n_zero) == (p.n_negative, p.n_zero)
+                    and abs(rep.loss - p.loss) <= rtol * max(1.0, abs(rep.loss))):
+                out.append(replace(p, cluster=cid))
+                break
+        else:
+            reps.append(p)
+            out.append(replace(p, cluster=len(reps) - 1))
+    return out
+
+
+def find_critical_points(obj: Objective, starts: Sequence[Start | Tensor],
+                         method: str = DEFAULT_METHOD, *, thresholds: Thresholds | None = None,
+                         index_tol: float = DEFAULT_INDEX_TOL, progress: bool = True,
+                         **options) -> list[CriticalPoint]:
+    """Run one search per start (θ tensors or ``Start``s) and analyse every non-diverged end point.
+
+    A diverging search is labelled ``"diverged"`` and does not stop the others. Each end point gets
+    its classification error, index from the dense spectrum, stability and certification;
+    duplicates among critical points share a ``cluster`` id.
+    """
+    items = [s if isinstance(s, Start) else Start(s, f"start-{i}") for i, s in enumerate(starts)]
+    results = []
+    bar = tqdm(items, desc=f"critical points ({method})", disable=not progress, unit="start")
+    for item in bar:
+        point = find_critical_point(obj, item.theta, method, thresholds=thresholds,
+                                    label=item.label, **options)
+        results.append(analyse(obj, point, index_tol=index_tol))
+        bar.set_postfix(status=point.status, grad_norm=f"{point.grad_norm:.1e}")
+    return assign_clusters(results)

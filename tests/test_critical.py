@@ -1,0 +1,182 @@
+"""Critical-point searches on closed forms: saddles, quadratics, gradient-flat toys and the deep
+linear autoencoder (Baldi & Hornik 1989)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from landscape.critical import (
+    METHODS, Start, Thresholds, find_critical_point, find_critical_points, perturbed_starts,
+)
+from landscape.critical.linear_autoencoder import (
+    analytic_critical_points, autoencoder_loss, linear_autoencoder, representative,
+)
+from landscape.objective import Objective
+from landscape.spectrum import count_inertia
+from tests.toys import frye_quartic, monkey_saddle, saddle, toy_objective
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_finds_the_saddle_of_x2_minus_y2(method):
+    obj = toy_objective(saddle, 2)
+    point = find_critical_point(obj, torch.tensor([0.7, -0.4], dtype=F64), method)
+    assert point.status == "critical"
+    assert point.grad_norm <= 1e-8
+    torch.testing.assert_close(point.theta, torch.zeros(2, dtype=F64), atol=1e-8, rtol=0)
+
+
+def test_saddle_index_is_one_half():
+    obj = toy_objective(saddle, 2)
+    [point] = find_critical_points(obj, [torch.tensor([0.3, 0.2], dtype=F64)], progress=False)
+    assert (point.n_negative, point.n_positive) == (1, 1)
+    assert point.index == 0.5
+    assert point.certified and point.index_stable
+
+
+def test_monkey_saddle_degenerate_critical_point():
+    obj = toy_objective(monkey_saddle, 2)
+    [point] = find_critical_points(obj, [torch.tensor([0.2, 0.1], dtype=F64)], progress=False)
+    assert point.status == "critical"
+    assert float(point.theta.norm()) < 1e-3  # g is quadratic in θ: ‖g‖ ≤ 1e-8 ⇔ ‖θ‖ ≲ 1e-4
+    assert point.hessian_norm < 1e-5  # H → 0 at the monkey saddle
+
+
+def test_quadratic_with_known_indefinite_hessian():
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(12, 12, generator=g, dtype=F64))
+    values = torch.tensor([-3.0, -1.0, -0.5, 0.2, 0.5, 1, 2, 3, 4, 5, 6, 7], dtype=F64)
+    a = q @ torch.diag(values) @ q.T
+    center = torch.randn(12, generator=g, dtype=F64)
+    obj = toy_objective(lambda t: 0.5 * (t - center) @ a @ (t - center), 12)
+    starts = [center + torch.randn(12, generator=g, dtype=F64) for _ in range(3)]
+    for point in find_critical_points(obj, starts, progress=False):
+        assert point.status == "critical"
+        torch.testing.assert_close(point.theta, center, atol=1e-10, rtol=0)
+        assert point.n_negative == 3 and point.index == pytest.approx(3 / 12)
+        assert point.iterations <= 20
+
+
+@pytest.mark.parametrize("method", ["levenberg-marquardt", "newton-mr"])
+def test_gradient_flat_point_is_labelled_and_never_critical(method):
+    obj = toy_objective(frye_quartic, 2)
+    point = find_critical_point(obj, torch.tensor([0.5, 0.3], dtype=F64), method)
+    assert point.status == "gradient-flat"
+    assert point.grad_norm**2 == pytest.approx((9 - 4 * math.sqrt(2)) ** 2, rel=1e-3)
+    assert point.theta[0].item() == pytest.approx(math.sqrt(2), abs=1e-3)
+    # from the other side of the flat point the true minimum at (−3, 0) is found
+    other = find_critical_point(obj, torch.tensor([-2.0, 0.3], dtype=F64), method)
+    assert other.status == "critical"
+    torch.testing.assert_close(other.theta, torch.tensor([-3.0, 0.0], dtype=F64), atol=1e-8,
+                               rtol=0)
+
+
+def test_linear_function_is_gradient_flat():
+    obj = toy_objective(lambda t: t.sum(), 3)
+    point = find_critical_point(obj, torch.ones(3, dtype=F64))
+    assert point.status == "gradient-flat"
+    assert point.flatness == 0.0
+
+
+def test_no_finite_critical_point_is_not_certified():
+    """exp(−x) has ‖g‖ → 0 only as x → ∞: a small gradient alone proves nothing."""
+    obj = toy_objective(lambda t: torch.exp(-t[0]), 1)
+    [point] = find_critical_points(obj, [torch.zeros(1, dtype=F64)], progress=False)
+    assert not point.certified
+    assert point.newton_step_norm == pytest.approx(1.0, rel=1e-6)
+
+
+def test_non_finite_start_is_diverged_and_others_continue():
+    obj = toy_objective(saddle, 2)
+    starts = [torch.tensor([math.nan, 0.0], dtype=F64), torch.tensor([0.1, 0.2], dtype=F64)]
+    bad, good = find_critical_points(obj, starts, progress=False)
+    assert bad.status == "diverged" and bad.stop_reason == "non-finite"
+    assert good.status == "critical"
+
+
+def test_failed_line_search_never_moves_theta():
+    """Gradient descent on ‖g‖² with a step floor above what is needed cannot progress."""
+    obj = toy_objective(frye_quartic, 2)
+    start = torch.tensor([math.sqrt(2), 0.0], dtype=F64)  # exactly gradient-flat: Hg = 0
+    point = find_critical_point(obj, start, "newton-mr")
+    torch.testing.assert_close(point.theta, start)
+    assert point.stop_reason == "no-progress"
+    assert point.status == "gradient-flat"
+
+
+def test_history_and_thresholds_are_recorded():
+    obj = toy_objective(saddle, 2)
+    th = Thresholds(grad_tol=1e-9, max_iterations=50)
+    point = find_critical_point(obj, torch.tensor([0.5, 0.5], dtype=F64), thresholds=th)
+    assert point.thresholds == th
+    assert point.history["grad_norm_sq"].shape == (point.iterations + 1,)
+    assert point.history["grad_norm_sq"][0] == pytest.approx(4 * 0.5, rel=1e-12)
+    assert point.n_grads >= point.iterations and point.n_hvps > 0
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="unknown method"):
+        find_critical_point(toy_objective(saddle, 2), torch.zeros(2, dtype=F64), "bisection")
+
+
+def test_perturbed_starts_radius_and_reproducibility():
+    theta = torch.arange(1.0, 101.0, dtype=F64)
+    starts = perturbed_starts(theta, [0.0, 0.1], 5, seed=3)
+    assert len(starts) == 6 and torch.equal(starts[0].theta, theta)
+    ratios = [float((s.theta - theta).norm() / theta.norm()) for s in starts[1:]]
+    assert all(0.07 < r < 0.13 for r in ratios)
+    again = perturbed_starts(theta, [0.0, 0.1], 5, seed=3)
+    assert all(torch.equal(a.theta, b.theta) for a, b in zip(starts, again))
+
+
+# ---------------------------------------------------------------- deep linear autoencoder
+D, P, N = 8, 3, 200
+
+
+@pytest.fixture(scope="module")
+def autoencoder():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, D, generator=g, dtype=F64) * torch.linspace(1, 3, D, dtype=F64)
+    x = x - x.mean(dim=0)
+    values, vectors = torch.linalg.eigh(x.T @ x / N)
+    values, vectors = values.flip(0), vectors.flip(1)
+    obj = Objective(linear_autoencoder(D, P), autoencoder_loss, (x, x))
+    return obj, values, vectors
+
+
+def test_closed_form_matches_dense_hessian_at_every_analytic_critical_point(autoencoder):
+    obj, values, vectors = autoencoder
+    analytic = analytic_critical_points(values, P)
+    assert len(analytic) == sum(math.comb(D, i) for i in range(P + 1))
+    for cp in analytic:
+        theta = representative(cp.subset, vectors, P)
+        assert float(obj.grad(theta).norm()) < 1e-12
+        assert float(obj.loss(theta)) == pytest.approx(cp.loss, rel=1e-12)
+        eigenvalues = torch.linalg.eigvalsh(obj.hessian(theta))
+        assert count_inertia(eigenvalues, 1e-8).n_negative == cp.n_negative
+
+
+def test_autoencoder_searches_recover_closed_form_critical_points(autoencoder):
+    obj, values, _ = autoencoder
+    analytic = analytic_critical_points(values, P)
+    g = torch.Generator().manual_seed(1)
+    starts = [Start(0.5 * torch.randn(obj.num_params, generator=g, dtype=F64), f"r{i}", "random")
+              for i in range(20)]
+    points = find_critical_points(obj, starts, progress=False)
+    critical = [p for p in points if p.status == "critical"]
+    matched = 0
+    for p in critical:
+        assert p.grad_norm <= 1e-8
+        nearest = min(analytic, key=lambda cp: abs(cp.loss - p.loss))
+        # no point labelled critical may miss the closed-form set
+        assert abs(nearest.loss - p.loss) <= 1e-6 * nearest.loss
+        assert p.n_negative == nearest.n_negative
+        dense = count_inertia(torch.linalg.eigvalsh(obj.hessian(p.theta)), p.index_tol)
+        assert p.index == dense.index
+        matched += 1
+    assert matched >= 0.9 * len(starts)
+    assert len({p.cluster for p in critical}) >= 5  # many distinct saddles, not one point
