@@ -1,37 +1,42 @@
 """Newton-MR for critical points (Roosta, Liu, Xu & Mahoney 2018, arXiv 1810.00303; used to locate
 saddles by Frye et al. 2019, 2021).
 
-Step direction: the minimum-length least-squares solution of ``H p = −g`` from MINRES-QLP (Choi,
-Paige & Saunders 2011), i.e. an inexact ``−H⁺g``. Line search on the merit ‖g‖² with Roosta's
+Step direction: the minimum-length least-squares solution of ``H p = −g`` over the Krylov space
+``K_k(H, g)``, i.e. the MINRES-QLP iterate (Choi, Paige & Saunders 2011), an inexact ``−H⁺g``.
+It is computed from the Lanczos basis with full reorthogonalisation and an SVD of the extended
+tridiagonal (``linalg.regularised_ls``) rather than by the QLP recurrences: the same iterate,
+stable without MINRES-QLP's transfer heuristics, at ``k·n`` memory. Unlike scipy's ``minres`` it
+never grows a kernel component when g has one (the gradient-flat case). Line search on the merit ‖g‖² with Roosta's
 Armijo condition ``‖g(θ + αp)‖² ≤ ‖g‖² + 2ρα⟨p, Hg⟩``: α starts from ``min(1, α_prev/β)`` and is
 multiplied by β until accepted; below ``min_alpha`` the iterate is left unchanged and the failure is
 reported (never a silent move). ⟨p, Hg⟩ < 0 unless g lies (nearly) in ker H — the gradient-flat
-failure mode, signalled by MINRES-QLP's least-squares exit (its ``relres`` near 1).
-Cost per iteration: MINRES-QLP iterations (one HVP each) plus one gradient per trial α.
+failure mode, signalled by a relative least-squares residual ``‖g + Hp‖/‖g‖`` near 1.
+Cost per iteration: k HVPs (one per Krylov step) plus one gradient per trial α.
 """
 
 from __future__ import annotations
 
 from landscape.critical.steps import CountingObjective, State, Step
-from landscape.linalg.minres_qlp import minres_qlp
+from landscape.linalg.regularised_ls import krylov_space
 
 
 class NewtonMR:
-    """Newton-MR stepper. Defaults: ρ = 1e-4, β = 0.5, MINRES-QLP ``rtol`` 1e-10, ``maxit`` 200."""
+    """Newton-MR stepper. Defaults: ρ = 1e-4, β = 0.5, inner ``rtol`` 1e-10, ``max_dim`` 200."""
 
-    def __init__(self, rtol: float = 1e-10, maxit: int = 200, armijo: float = 1e-4,
-                 beta: float = 0.5, min_alpha: float = 1e-10, maxxnorm: float = 1e4):
+    def __init__(self, rtol: float = 1e-10, max_dim: int = 200, armijo: float = 1e-4,
+                 beta: float = 0.5, min_alpha: float = 1e-10):
         if not 0 < beta < 1:
             raise ValueError(f"beta must be in (0, 1); got {beta}")
-        self.rtol, self.maxit, self.armijo, self.beta = rtol, maxit, armijo, beta
-        self.min_alpha, self.maxxnorm = min_alpha, maxxnorm
+        self.rtol, self.max_dim, self.armijo, self.beta = rtol, max_dim, armijo, beta
+        self.min_alpha = min_alpha
         self.alpha = 1.0
 
     def step(self, obj: CountingObjective, state: State) -> Step | None:
-        solve = minres_qlp(lambda v: obj.hvp(state.theta, v), -state.grad, rtol=self.rtol,
-                           maxit=min(self.maxit, obj.num_params), maxxnorm=self.maxxnorm)
-        p = solve.x
-        info = {"minres_flag": solve.flag, "relres": solve.relres}
+        space = krylov_space(lambda V: obj.hvp(state.theta, V), state.grad,
+                             max_dim=self.max_dim, rtol=self.rtol)
+        y = space.levenberg_marquardt(0.0)
+        p = space.to_full(y)
+        info = {"relres": space.predicted_residual(y) / space.gnorm}
         slope = float(p.dot(state.hg))
         if not slope < 0:
             return None
@@ -42,7 +47,7 @@ class NewtonMR:
             if trial is not None and float(trial[1].dot(trial[1])) <= (
                     g2 + 2 * self.armijo * alpha * slope):
                 self.alpha = alpha
-                return Step(state.theta + alpha * p, trial[0], trial[1], alpha,
-                            solve.iterations, info)
+                return Step(state.theta + alpha * p, trial[0], trial[1], alpha, space.dim,
+                            info)
             alpha *= self.beta
         return None

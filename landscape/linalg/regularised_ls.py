@@ -13,9 +13,10 @@ Lanczos from ``q₁ = g/‖g‖`` (full reorthogonalisation) gives ``A Q_k = Q_{
   (the damped-Newton step ``−(A + γI)⁻¹ g`` projected on the space);
 * ``predicted_residual(y)``: ``‖g + A Q y‖`` for any coefficient vector.
 
-The basis grows until the least-squares residual is below ``rtol·‖g‖``, stops decreasing by more
-than a factor ``1 − rtol`` over ``check_every`` steps (an incompatible system: g has a component in
-A's near-kernel), the space becomes invariant, or ``max_dim`` is reached. Cost: k operator
+The basis grows until the least-squares residual is below ``rtol·‖g‖``, the space becomes
+invariant, or ``max_dim`` is reached. When g has a component in ker A (an incompatible system) the
+least-squares iterate carries a kernel component until the space becomes invariant — as for MINRES;
+only then is the minimum-norm solution ``−A⁺g`` reached, so ``max_dim`` should allow it. Cost: k operator
 applications; memory ``k·n``.
 """
 
@@ -134,7 +135,6 @@ def krylov_space(matmat: MatMat, g: Tensor, *, max_dim: int, rtol: float = 1e-10
     max_dim = min(max_dim, n)
     process = Lanczos(matmat, g.unsqueeze(0), max_dim)
     gnorm = float(g.norm())
-    previous = gnorm
     while True:
         process.extend(check_every)
         res = process.result()
@@ -152,8 +152,6 @@ def krylov_space(matmat: MatMat, g: Tensor, *, max_dim: int, rtol: float = 1e-10
         tbar[idx[:-1], idx[:-1] + 1] = beta[:-1]
         space = KrylovSpace(res.basis[0, :k], tbar, gnorm)
         rnorm = space.predicted_residual(space.levenberg_marquardt(0.0))
-        stagnant = previous - rnorm <= rtol * previous
-        if (rnorm <= rtol * gnorm or stagnant or broken.numel() or float(beta[-1]) == 0.0
+        if (rnorm <= rtol * gnorm or broken.numel() or float(beta[-1]) == 0.0
                 or process.steps >= max_dim):
             return space
-        previous = rnorm

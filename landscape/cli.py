@@ -1,0 +1,169 @@
+"""The ``landscape`` command: train, analyse checkpoints, benchmark.
+
+Each sub-command is a thin shell over the library; it validates options, prints tables with rich,
+and never hides a failed search (every status is shown).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from landscape.optim import OPTIMIZER_HELP
+
+app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False)
+bench_app = typer.Typer(help="Benchmarks (ratios measured in one process).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+console = Console()
+
+OPTIMIZER_LIST = ", ".join(OPTIMIZER_HELP)
+
+
+def _checkpoint_paths(target: Path) -> list[Path]:
+    from landscape.checkpoints import list_checkpoints
+
+    if target.is_dir():
+        paths = list_checkpoints(target)
+        if not paths:
+            raise typer.BadParameter(f"no checkpoints found in {target}")
+        return paths
+    if not target.exists():
+        raise typer.BadParameter(f"{target} does not exist")
+    return [target]
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., help="Run directory for the checkpoints."),
+    dataset: str = typer.Option("digits", help="digits, mnist1d, mnist or cifar10."),
+    model: str = typer.Option("mlp:32:tanh", help="Model spec, e.g. mlp:32:tanh, lenet, "
+                                                 "linear-ae:64-8, or package.module:factory."),
+    optimizer: str = typer.Option("sgd", help=f"One of: {OPTIMIZER_LIST}."),
+    lr: float = typer.Option(None, help="Learning rate (the optimizer's default if omitted)."),
+    hparams: str = typer.Option("{}", help='Other optimizer hyperparameters as JSON, '
+                                          'e.g. \'{"momentum": 0.9}\'.'),
+    epochs: int = typer.Option(10, min=1, help="Passes over the training data."),
+    batch_size: int = typer.Option(None, min=1, help="Minibatch size (full batch if omitted)."),
+    n_train: int = typer.Option(None, min=1, help="Use only the first N training samples."),
+    seed: int = typer.Option(0, help="Seed for initialisation, batch order and noise."),
+    checkpoint_every: int = typer.Option(1, min=1, help="Save every K epochs."),
+    early_checkpoints: int = typer.Option(4, min=0, help="Log-spaced saves in epoch 1."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train a model and write checkpoints that `landscape critical` / `spectrum` read."""
+    from landscape.train import TrainConfig
+    from landscape.train import train as run_training
+
+    extra = json.loads(hparams)
+    if lr is not None:
+        extra["lr"] = lr
+    config = TrainConfig(dataset=dataset, model=model, optimizer=optimizer, hparams=extra,
+                         epochs=epochs, batch_size=batch_size, seed=seed,
+                         checkpoint_every=checkpoint_every, early_checkpoints=early_checkpoints,
+                         n_train=n_train)
+    paths = run_training(config, out, progress=progress)
+    console.print(f"wrote {len(paths)} checkpoints to {out}")
+
+
+@app.command()
+def spectrum(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run directory "
+                                                "(its last checkpoint is used)."),
+    n_samples: int = typer.Option(None, min=1, help="Evaluation set: first N training samples."),
+    top_k: int = typer.Option(5, min=1, help="Extreme eigenvalues to compute by Lanczos."),
+    probes: int = typer.Option(99, min=3, help="HVPs for the Hutch++ trace."),
+    dense: bool = typer.Option(None, help="Full dense spectrum (default: when it fits and "
+                                          "n ≤ 5000)."),
+    tol: float = typer.Option(1e-6, help="Relative tolerance of the index α."),
+    l2: float = typer.Option(0.0, help="L2 coefficient added to the loss."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    seed: int = typer.Option(0, help="Seed of the stochastic estimators."),
+) -> None:
+    """Hessian spectrum at a checkpoint: extremes, trace ± s.e., index (dense when small)."""
+    from landscape.problem import problem_from_checkpoint
+    from landscape.spectrum import estimate_trace, extreme_eigenpairs, full_spectrum
+
+    path = _checkpoint_paths(checkpoint)[-1]
+    problem = problem_from_checkpoint(path, n_samples=n_samples, l2=l2, device=device)
+    obj, theta = problem.objective, problem.objective.theta
+    table = Table(title=f"Hessian spectrum at {path.name} (n = {obj.num_params:,}, "
+                        f"{obj.num_samples} samples, {obj.device})")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("loss", f"{float(obj.loss(theta)):.6g}")
+    top = extreme_eigenpairs(obj, theta, k=min(top_k, obj.num_params), seed=seed)
+    low = extreme_eigenpairs(obj, theta, k=1, which="smallest", seed=seed)
+    table.add_row(f"top-{len(top.eigenvalues)} λ", ", ".join(f"{v:.6g}" for v in
+                                                             top.eigenvalues.tolist()))
+    table.add_row("max residual ‖Hv − λv‖", f"{float(top.residuals.max()):.2e}")
+    table.add_row("λmin", f"{float(low.eigenvalues[0]):.6g}")
+    tr = estimate_trace(obj, theta, n_probes=probes, seed=seed)
+    table.add_row("trace (Hutch++)", f"{tr.value:.6g} ± {tr.stderr:.2g}")
+    if dense if dense is not None else obj.num_params <= 5000:
+        spec = full_spectrum(obj, theta, tol=tol)
+        table.add_row("index α (dense)", f"{spec.index:.4g} ({spec.n_negative} neg / "
+                                         f"{spec.n_zero} ~0 / {spec.n_positive} pos, "
+                                         f"tol {tol:g}·max|λ|)")
+        table.add_row("exact trace (dense)", f"{float(spec.eigenvalues.sum()):.6g}")
+    console.print(table)
+
+
+@app.command()
+def critical(
+    target: Path = typer.Argument(..., help="A checkpoint file or a run directory."),
+    method: str = typer.Option("levenberg-marquardt", help="levenberg-marquardt, newton-mr, "
+                                                           "damped-newton or gnm."),
+    radii: str = typer.Option("0", help="Comma-separated relative perturbation radii."),
+    per_radius: int = typer.Option(2, min=1, help="Starts per non-zero radius."),
+    n_samples: int = typer.Option(None, min=1, help="Evaluation set: first N training samples."),
+    l2: float = typer.Option(0.0, help="L2 coefficient (cross-entropy needs one for finite "
+                                       "critical points)."),
+    max_iterations: int = typer.Option(200, min=1, help="Iteration cap per search."),
+    grad_tol: float = typer.Option(1e-8, help="‖g‖ at or below which a point is critical."),
+    seed: int = typer.Option(0, help="Seed of the perturbations."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+) -> None:
+    """Search for critical points near checkpoints and print one row per search."""
+    from landscape.critical import Thresholds, find_critical_points, perturbed_starts
+    from landscape.problem import problem_from_checkpoint
+
+    radius_values = [float(r) for r in radii.split(",")]
+    table = Table(title=f"critical-point searches ({method})")
+    for col in ("start", "status", "loss", "error", "index α", "‖g‖", "iters", "certified"):
+        table.add_column(col, justify="left" if col in ("start", "status") else "right")
+    for path in _checkpoint_paths(target):
+        problem = problem_from_checkpoint(path, n_samples=n_samples, l2=l2, device=device)
+        starts = perturbed_starts(problem.objective.theta.to(torch.float64), radius_values,
+                                  per_radius, seed=seed, label=path.stem)
+        points = find_critical_points(problem.objective, starts, method,
+                                      thresholds=Thresholds(grad_tol=grad_tol,
+                                                            max_iterations=max_iterations))
+        for p in points:
+            table.add_row(p.label, p.status, f"{p.loss:.6g}",
+                          "" if p.error is None else f"{p.error:.4f}",
+                          "" if p.index is None else f"{p.index:.4f}", f"{p.grad_norm:.1e}",
+                          str(p.iterations), "yes" if p.certified else "no")
+    console.print(table)
+
+
+@bench_app.command("curvature")
+def bench_curvature(device: str = typer.Option("cpu"), models: str = typer.Option("mlp,cnn"),
+                    memory: bool = typer.Option(True, help="Measure peak memory in "
+                                                           "subprocesses.")) -> None:
+    """HVP / gradient, dense Hessian, top-5 eigenvalues and trace against baselines."""
+    from landscape.bench import main
+
+    main(["--device", device, "--models", models] + ([] if memory else ["--no-memory"]))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
