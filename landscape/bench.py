@@ -103,12 +103,14 @@ def top_eigen_ratios(model: nn.Module, data, obj: Objective, k: int = 5,
                       / exact.abs()).max())
 
     t_ours, pairs = _timed(lambda: extreme_eigenpairs(obj, obj.theta, k=k, tol=accuracy, seed=0))
+    values, err, t_ph = None, math.inf, math.nan
     out = {"top5: ours_s": t_ours, "top5: ours rel. error": rel_error(pairs.eigenvalues),
            "top5: ours HVPs": pairs.n_matvecs}
     for tol in (1e-3, 1e-5, 1e-7, 1e-9, 1e-11):
         torch.manual_seed(0)
         t_ph, (values, _) = _timed(
-            lambda: _pyhessian(model, data).eigenvalues(maxIter=20000, tol=tol, top_n=k), 1)
+            lambda tol=tol: _pyhessian(model, data).eigenvalues(maxIter=20000, tol=tol,
+                                                                top_n=k), 1)
         err = rel_error(sorted(values, reverse=True))
         if err <= accuracy:
             break
@@ -130,7 +132,8 @@ def trace_ratios(model: nn.Module, data, obj: Objective, n_samples: int = 100) -
     for method in ("hutchinson", "hutch++"):
         probes = 12
         while True:
-            t, est = _timed(lambda: estimate_trace(obj, obj.theta, probes, method, seed=0), 1)
+            t, est = _timed(lambda m=method, p=probes: estimate_trace(obj, obj.theta, p, m,
+                                                                      seed=0), 1)
             if est.stderr <= target or probes >= 4 * n_samples:
                 break
             probes = int(probes * 1.5)
@@ -141,18 +144,41 @@ def trace_ratios(model: nn.Module, data, obj: Objective, n_samples: int = 100) -
 
 
 def memory_probe(name: str, method: str) -> int:
-    """Extra peak resident memory (bytes) of one dense Hessian in this (fresh) process."""
+    """Extra peak resident memory (bytes) of one dense Hessian, sampled every millisecond by a
+    thread reading ``/proc/self/statm`` (run in a fresh process)."""
     import resource
+    import threading
 
     model, data = bench_problem(name)
     obj = Objective(model, CE, data)
-    with open("/proc/self/statm") as f:
-        before = int(f.read().split()[1]) * resource.getpagesize()
+    page = resource.getpagesize()
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    before, peak, done = rss(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     if method == "ours":
         obj.hessian(obj.theta)
     else:
         torch.func.hessian(obj.functional_loss)(obj.theta)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    done.set()
+    sampler.join()
+    return max(peak[0], rss()) - before
+
+
+def memory_ratios(name: str, n_params: int) -> dict[str, float]:
+    return {"dense: n^2 float64 bytes": n_params**2 * 8,
+            "dense: ours extra peak bytes": _memory_in_subprocess(name, "ours"),
+            "dense: torch.func extra peak bytes": _memory_in_subprocess(name, "func")}
 
 
 def _memory_in_subprocess(name: str, method: str) -> int:
@@ -169,16 +195,15 @@ def run(device: str = "cpu", models: tuple[str, ...] = ("mlp", "cnn"),
         model, data = bench_problem(name, device)
         obj = Objective(model, CE, data, device=device)
         row = {"n_params": obj.num_params, "n_samples": obj.num_samples}
-        row.update(hvp_ratios(obj))
-        row.update(dense_ratios(obj))
-        if device == "cpu":
-            row.update(top_eigen_ratios(model, data, obj))
-            row.update(trace_ratios(model, data, obj))
-            if memory:
-                n2 = obj.num_params**2 * 8
-                row["dense: n^2 float64 bytes"] = n2
-                row["dense: ours extra peak bytes"] = _memory_in_subprocess(name, "ours")
-                row["dense: torch.func extra peak bytes"] = _memory_in_subprocess(name, "func")
+        sections = [(hvp_ratios, obj), (dense_ratios, obj)]
+        if device == "cpu":  # PyHessian 0.1 is run with cuda=False only
+            sections += [(top_eigen_ratios, model, data, obj), (trace_ratios, model, data, obj)]
+        if memory:
+            sections.append((memory_ratios, name, obj.num_params))
+        for fn, *args in sections:
+            part = fn(*args)
+            row.update(part)
+            print(f"[{name}] {part}", file=sys.stderr, flush=True)
         results[name] = row
     return results
 

@@ -161,6 +161,19 @@ def bench_curvature(device: str = typer.Option("cpu"), models: str = typer.Optio
     main(["--device", device, "--models", models] + ([] if memory else ["--no-memory"]))
 
 
+@bench_app.command("critical")
+def bench_critical(starts: int = typer.Option(20, help="Linear-autoencoder starts."),
+                   iterations: int = typer.Option(200, help="Iteration cap per search."),
+                   l2: float = typer.Option(1e-3, help="L2 coefficient of the MLP problem."),
+                   methods: str = typer.Option("levenberg-marquardt,newton-mr,damped-newton,gnm"),
+                   ) -> None:
+    """Critical-point methods on the linear autoencoder and a digits MLP."""
+    from landscape.bench_critical import main
+
+    main(["--starts", str(starts), "--iterations", str(iterations), "--l2", str(l2),
+          "--methods", methods])
+
+
 def main() -> None:
     app()
 

@@ -92,7 +92,7 @@ def load_dataset(spec: DataSpec | dict | str = "digits") -> Dataset:
         spec = DataSpec.from_dict(spec)
     x, y, shape = _digits() if spec.name == "digits" else _mnist1d()
     order = np.random.default_rng(spec.seed).permutation(len(y))
-    n_test = int(round(spec.test_fraction * len(y)))
+    n_test = round(spec.test_fraction * len(y))
     test, train = order[:n_test], order[n_test:]
     if spec.n_train is not None:
         train = train[:spec.n_train]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import math
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -96,7 +97,7 @@ def parse_model_spec(spec) -> ModelSpec:
 
 def _mlp(widths, activation, bias) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (a, b) in enumerate(pairwise(widths)):
         layers.append(nn.Linear(a, b, bias=bias))
         if i < len(widths) - 2:
             layers.append(ACTIVATIONS[activation]())
@@ -143,7 +144,7 @@ def build_model(spec, input_shape: tuple[int, ...] | None = None, n_classes: int
         elif parsed.kind == "linear-ae":
             w = parsed.widths
             dims = (*w, *reversed(w[:-1]))
-            module = nn.Sequential(*[nn.Linear(a, b, bias=False) for a, b in zip(dims[:-1], dims[1:])])
+            module = nn.Sequential(*[nn.Linear(a, b, bias=False) for a, b in pairwise(dims)])
         else:
             module = _factory(parsed.options["factory"])(**parsed.options.get("kwargs", {}))
     module.spec = parsed.to_dict()

@@ -9,10 +9,18 @@ import pytest
 import torch
 
 from landscape.critical import (
-    METHODS, Start, Thresholds, find_critical_point, find_critical_points, perturbed_starts,
+    METHODS,
+    Start,
+    Thresholds,
+    find_critical_point,
+    find_critical_points,
+    perturbed_starts,
 )
 from landscape.critical.linear_autoencoder import (
-    analytic_critical_points, autoencoder_loss, linear_autoencoder, representative,
+    analytic_critical_points,
+    autoencoder_loss,
+    linear_autoencoder,
+    representative,
 )
 from landscape.objective import Objective
 from landscape.spectrum import count_inertia

@@ -10,8 +10,13 @@ import torch
 from torch import nn
 
 from landscape.checkpoints import (
-    CheckpointError, CheckpointMismatchError, CorruptCheckpointError, UnsafeCheckpointError,
-    list_checkpoints, load_checkpoint, save_checkpoint,
+    CheckpointError,
+    CheckpointMismatchError,
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
 )
 from landscape.data import load_dataset
 from landscape.models import build_model, parse_model_spec

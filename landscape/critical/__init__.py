@@ -7,8 +7,16 @@ plotting.
 """
 
 from landscape.critical.search import (
-    DEFAULT_METHOD, METHODS, STATUSES, CriticalPoint, Start, Thresholds, analyse,
-    find_critical_point, find_critical_points, perturbed_starts,
+    DEFAULT_METHOD,
+    METHODS,
+    STATUSES,
+    CriticalPoint,
+    Start,
+    Thresholds,
+    analyse,
+    find_critical_point,
+    find_critical_points,
+    perturbed_starts,
 )
 
 __all__ = [
