@@ -30,6 +30,13 @@ from torch import Tensor
 from landscape.linalg.lanczos import Lanczos, MatMat
 
 
+def pseudo_inverse(values: Tensor, size: int | None = None) -> Tensor:
+    """Elementwise ``1/v``, with 0 where ``|v| ≤ eps · size · max|v|`` (rounding level)."""
+    size = values.numel() if size is None else size
+    keep = values.abs() > values.abs().max() * torch.finfo(values.dtype).eps * size
+    return torch.where(keep, 1.0 / torch.where(keep, values, 1.0), 0.0)
+
+
 @dataclass(frozen=True)
 class KrylovSpace:
     """Basis ``[k, n]`` (rows), extended tridiagonal ``tbar [k+1, k]`` and ``‖g‖``."""
@@ -51,11 +58,7 @@ class KrylovSpace:
         """Coefficients y ``[k]`` of the LM step for damping ``mu ≥ 0`` (min-norm when μ = 0)."""
         u, s, vh = torch.linalg.svd(self.tbar, full_matrices=False)
         coeff = u.T @ self._rhs()
-        if mu > 0:
-            scale = s / (s**2 + mu)
-        else:
-            keep = s > s.max() * torch.finfo(s.dtype).eps * max(self.tbar.shape)
-            scale = torch.where(keep, 1.0 / torch.where(keep, s, 1.0), 0.0)
+        scale = s / (s**2 + mu) if mu > 0 else pseudo_inverse(s, max(self.tbar.shape))
         return -(vh.T @ (scale * coeff))
 
     def shifted_solve(self, gamma: float) -> Tensor:
@@ -63,9 +66,7 @@ class KrylovSpace:
         k = self.dim
         t = self.tbar[:k] + gamma * torch.eye(k, dtype=self.tbar.dtype, device=self.tbar.device)
         values, vectors = torch.linalg.eigh(t)
-        keep = values.abs() > values.abs().max() * torch.finfo(values.dtype).eps * k
-        inverse = torch.where(keep, 1.0 / torch.where(keep, values, 1.0), 0.0)
-        return -(vectors @ (inverse * (vectors[0] * self.gnorm)))
+        return -(vectors @ (pseudo_inverse(values) * (vectors[0] * self.gnorm)))
 
     def predicted_residual(self, y: Tensor) -> float:
         """``‖g + A Q y‖`` (exact up to the orthogonality of the basis)."""
@@ -97,18 +98,13 @@ class EigenSpace:
     def dim(self) -> int:
         return self.eigenvalues.shape[0]
 
-    @staticmethod
-    def _pinv(values: Tensor) -> Tensor:
-        keep = values.abs() > values.abs().max() * torch.finfo(values.dtype).eps * values.numel()
-        return torch.where(keep, 1.0 / torch.where(keep, values, 1.0), 0.0)
-
     def levenberg_marquardt(self, mu: float) -> Tensor:
         lam = self.eigenvalues
-        scale = lam / (lam**2 + mu) if mu > 0 else self._pinv(lam)
+        scale = lam / (lam**2 + mu) if mu > 0 else pseudo_inverse(lam)
         return -scale * self.coefficients
 
     def shifted_solve(self, gamma: float) -> Tensor:
-        return -self._pinv(self.eigenvalues + gamma) * self.coefficients
+        return -pseudo_inverse(self.eigenvalues + gamma) * self.coefficients
 
     def predicted_residual(self, y: Tensor) -> float:
         return float((self.coefficients + self.eigenvalues * y).norm())
