@@ -80,6 +80,14 @@ class SeededOptimizer(torch.optim.Optimizer):
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
 
+    @staticmethod
+    def _closure_loss(closure) -> Tensor | None:
+        """The closure's loss with gradients enabled (``step`` runs under ``no_grad``)."""
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
     def _randn_like(self, p: Tensor) -> Tensor:
         return torch.randn(p.shape, generator=self.generator, dtype=p.dtype).to(p.device)
 

@@ -46,10 +46,7 @@ class SGLD(SeededOptimizer):
 
     @torch.no_grad()
     def step(self, closure=None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._closure_loss(closure)
         for group in self.param_groups:
             lr = group["lr"]
             std = math.sqrt(2.0 * lr * group["temperature"])
