@@ -1,0 +1,351 @@
+"""The Zarr store of a study: where results are written, found again, and resumed.
+
+Owns the on-disk schema below and the provenance record. Takes plain numpy arrays, Python scalars
+and dicts; imports nothing from the numerics (objective, spectrum, critical, linalg), tracking or
+plotting.
+
+Schema (one Zarr v3 store per study, a directory on the local file system)::
+
+    <study>.zarr/                          root group; attrs: the study's provenance (package
+    │                                      version, git commit, config, …; see ``provenance``)
+    └── runs/<run>/checkpoints/<checkpoint>/
+        ├── <pass>/                        a *result*: arrays + attrs (e.g. ``spectrum``)
+        │   ├── eigenvalues  [n]
+        │   └── …
+        └── <pass>/<item>/                 or one result per item (e.g. ``critical/start-0007``)
+
+A result is one group holding arrays and attributes. Every array carries ``dimension_names``
+(given by the writer, else ``<array>_dim_0, <array>_dim_1, …``, unique per array so that sizes never
+clash), which is what xarray needs to open a result group as a Dataset. Attributes are strict JSON:
+numpy scalars and arrays become Python numbers and lists, and non-finite floats (NaN, ±inf) become
+``null`` (zarr-python would otherwise write the non-standard tokens ``NaN`` / ``Infinity``, which
+other Zarr implementations reject); arrays keep their NaNs. Names (run, checkpoint, pass, item,
+array) are non-empty, contain no ``/`` and do not start with ``__`` (reserved by Zarr v3).
+
+The ``complete`` protocol. A result group is created with the attribute ``complete = false``; the
+writer then writes every array, then the other attributes, and sets ``complete = true`` last. Zarr
+writes each chunk and metadata file atomically, but a writer killed half-way leaves missing chunks,
+and missing chunks silently read as the fill value: only ``complete == true`` says that the arrays
+are whole. Readers therefore refuse incomplete results, and resuming a study means skipping complete
+results and redoing the rest: ``write_result`` deletes an incomplete group and writes it anew.
+Rewriting a complete result needs ``overwrite=True``.
+
+Concurrency. Different processes (e.g. Ray tasks, one per checkpoint × pass) may write different
+result groups of one store at the same time: parent groups are created only if missing, never
+rewritten. Two writers of the same group, or of one shared attribute (the root's study attrs),
+are not safe: set the study attrs from the driver only. No consolidated metadata is written (it
+would go stale as soon as a later task adds a group); readers walk the hierarchy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import math
+import platform
+import socket
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+from zarr.errors import ContainsGroupError
+
+CRITICAL_PASS = "critical"
+CRITICAL_COLUMNS = ("run", "checkpoint", "item", "status", "loss", "error", "index", "grad_norm")
+COMPLETE = "complete"
+
+__all__ = [
+    "CRITICAL_COLUMNS", "CRITICAL_PASS", "IncompleteResultError", "Result", "Store", "json_safe",
+    "open_store", "parse_key", "provenance",
+]
+
+
+class IncompleteResultError(KeyError):
+    """A result group exists but was never marked complete (its writer was interrupted)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """One stored result: its group path, arrays (loaded into memory) and attributes."""
+
+    key: str
+    arrays: dict[str, np.ndarray]
+    attrs: dict[str, Any]
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} must be a non-empty string; got {name!r}")
+    if "/" in name or name.startswith("__") or name in (".", ".."):
+        raise ValueError(f"{what} must not contain '/', start with '__' or be '.'/'..'; "
+                         f"got {name!r}")
+    return name
+
+
+def parse_key(key: str) -> tuple[str, str, str, str | None]:
+    """Split ``runs/<run>/checkpoints/<checkpoint>/<pass>[/<item>]`` into its four names."""
+    parts = key.split("/")
+    if len(parts) not in (5, 6) or parts[0] != "runs" or parts[2] != "checkpoints":
+        raise ValueError(f"not a result key of the form "
+                         f"'runs/<run>/checkpoints/<checkpoint>/<pass>[/<item>]': {key!r}")
+    for part, what in zip(parts[1::2] + parts[4:], ("run", "checkpoint", "pass", "item")):
+        _check_name(part, what)
+    return parts[1], parts[3], parts[4], parts[5] if len(parts) == 6 else None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as strict JSON: numpy → Python, tuples → lists, dataclasses → dicts, NaN/±inf → None.
+
+    Raises ``TypeError`` naming the type of anything else (e.g. a tensor: convert it first).
+    """
+    if isinstance(value, np.ndarray | np.generic):
+        return json_safe(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return json_safe(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    raise TypeError(f"cannot store a {type(value).__name__} as a JSON attribute: {value!r:.80}")
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+class Store:
+    """A study's Zarr store (see the module docstring for the schema). Open with ``open_store``."""
+
+    def __init__(self, root: zarr.Group, path: Path, read_only: bool):
+        self._root = root
+        self.path = path
+        self.read_only = read_only
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, read_only={self.read_only})"
+
+    @staticmethod
+    def key(run: str, checkpoint: str, pass_name: str, item: str | None = None) -> str:
+        """Group path of one result: ``runs/<run>/checkpoints/<checkpoint>/<pass>[/<item>]``."""
+        names = [_check_name(run, "run"), _check_name(checkpoint, "checkpoint"),
+                 _check_name(pass_name, "pass_name")]
+        key = "runs/{}/checkpoints/{}/{}".format(*names)
+        return key if item is None else f"{key}/{_check_name(item, 'item')}"
+
+    def _group(self, key: str) -> zarr.Group | None:
+        parse_key(key)
+        node = self._root.get(key)
+        return node if isinstance(node, zarr.Group) else None
+
+    def is_complete(self, key: str) -> bool:
+        """Whether the result at ``key`` exists and was marked complete."""
+        group = self._group(key)
+        return group is not None and group.attrs.get(COMPLETE) is True
+
+    def write_result(self, key: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any],
+                     dims: Mapping[str, tuple[str, ...]] | None = None, *,
+                     overwrite: bool = False) -> None:
+        """Write one result: arrays, then attrs (made JSON-safe), then ``complete = True``.
+
+        An incomplete group at ``key`` (an interrupted earlier attempt) is deleted first; a complete
+        one raises ``FileExistsError`` unless ``overwrite``. ``dims[name]`` names the dimensions of
+        ``arrays[name]`` (default ``<name>_dim_0, …``).
+        """
+        self._check_writable()
+        parse_key(key)
+        if COMPLETE in attrs:
+            raise ValueError(f"attribute {COMPLETE!r} is reserved for the store; got it in attrs "
+                             f"of {key!r}")
+        data = {_check_name(name, "array name"): np.asarray(a) for name, a in arrays.items()}
+        dim_names = _dimension_names(data, dims or {})
+        safe_attrs = json_safe(dict(attrs))
+        self._check_layout(key)
+        if self._group(key) is not None:
+            if self.is_complete(key) and not overwrite:
+                raise FileExistsError(f"result {key!r} is already complete in {self.path}; "
+                                      f"pass overwrite=True to replace it")
+            del self._root[key]
+        group = self._root.create_group(key, attributes={COMPLETE: False})
+        for name, a in data.items():
+            group.create_array(name, data=a, dimension_names=dim_names[name])
+        group.attrs.update(safe_attrs)
+        group.attrs[COMPLETE] = True
+
+    def _check_layout(self, key: str) -> None:
+        """Refuse items under a pass that is itself a result, and a result over existing items."""
+        parent = key.rpartition("/")[0]
+        if parse_key(key)[3] is not None and _is_result(self._group(parent)):
+            raise ValueError(f"cannot write item {key!r}: {parent!r} is a result itself")
+        group = self._group(key)
+        if group is not None and next(group.groups(), None) is not None:
+            raise ValueError(f"cannot write result {key!r}: it holds item groups")
+
+    def read_result(self, key: str) -> Result:
+        """The complete result at ``key``; ``KeyError`` if missing, ``IncompleteResultError`` if
+        its writer never finished."""
+        group = self._group(key)
+        if group is None:
+            raise KeyError(f"no result {key!r} in {self.path}")
+        attrs = dict(group.attrs)
+        if attrs.pop(COMPLETE, None) is not True:
+            raise IncompleteResultError(
+                f"result {key!r} in {self.path} is incomplete (its writer was interrupted); "
+                f"write it again to resume")
+        arrays = {name: np.asarray(a[...]) for name, a in group.arrays()}
+        return Result(key, arrays, attrs)
+
+    def iter_results(self, pass_name: str | None = None,
+                     complete_only: bool = True) -> Iterator[str]:
+        """Keys of the results (of one pass if given), sorted by run, checkpoint, pass, item."""
+        for run, run_group in _subgroups(self._root.get("runs")):
+            for checkpoint, cp_group in _subgroups(run_group.get("checkpoints")):
+                for name, pass_group in _subgroups(cp_group):
+                    if pass_name is not None and name != pass_name:
+                        continue
+                    pairs = ([(self.key(run, checkpoint, name), pass_group)]
+                             if _is_result(pass_group) else
+                             [(self.key(run, checkpoint, name, item), group)
+                              for item, group in _subgroups(pass_group)])
+                    for key, group in pairs:
+                        if not complete_only or group.attrs.get(COMPLETE) is True:
+                            yield key
+
+    def set_study_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Merge ``attrs`` (made JSON-safe) into the root's attributes. Call from one process."""
+        self._check_writable()
+        self._root.attrs.update(json_safe(dict(attrs)))
+
+    def study_attrs(self) -> dict[str, Any]:
+        """The root's attributes (the study's provenance)."""
+        return dict(self._root.attrs)
+
+    def critical_points(self) -> pd.DataFrame:
+        """One row per complete result of pass ``"critical"``.
+
+        Columns: ``CRITICAL_COLUMNS`` (``item`` is None for a result without items; a missing
+        attribute reads NaN), then every other scalar attribute found, in order of appearance.
+        """
+        rows = []
+        for key in self.iter_results(CRITICAL_PASS):
+            run, checkpoint, _, item = parse_key(key)
+            attrs = {k: v for k, v in self._root[key].attrs.items()
+                     if k != COMPLETE and _is_scalar(v)}
+            rows.append({"run": run, "checkpoint": checkpoint, "item": item, **attrs})
+        columns = list(CRITICAL_COLUMNS)
+        for row in rows:
+            columns += [c for c in row if c not in columns]
+        return pd.DataFrame(rows, columns=columns)
+
+    def summary(self) -> str:
+        """Counts of runs, checkpoints, results per pass (complete / incomplete) and statuses."""
+        keys = list(self.iter_results(complete_only=False))
+        parsed = [parse_key(k) for k in keys]
+        done = {k: self.is_complete(k) for k in keys}
+        n_done = sum(done.values())
+        header = (f"store {self.path}: {len({p[0] for p in parsed})} runs, "
+                  f"{len({p[:2] for p in parsed})} checkpoints, {len(keys)} results "
+                  f"({n_done} complete, {len(keys) - n_done} incomplete)")
+        lines = [header]
+        for pass_name in sorted({p[2] for p in parsed}):
+            of_pass = [k for k, p in zip(keys, parsed) if p[2] == pass_name]
+            n_done = sum(done[k] for k in of_pass)
+            lines.append(f"  {pass_name}: {n_done} complete, {len(of_pass) - n_done} incomplete")
+        statuses = Counter(self.critical_points()["status"].fillna("unknown"))
+        if statuses:
+            counts = ", ".join(f"{s} {n}" for s, n in sorted(statuses.items()))
+            lines.append(f"  critical-point statuses: {counts}")
+        return "\n".join(lines)
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise PermissionError(f"store {self.path} is open read-only (mode='r')")
+
+
+def _is_result(group: zarr.Group | None) -> bool:
+    """A result group carries the ``complete`` flag (or, if damaged by hand, at least an array)."""
+    return group is not None and (COMPLETE in group.attrs or next(group.arrays(), None) is not None)
+
+
+def _subgroups(group: zarr.Group | None) -> Iterator[tuple[str, zarr.Group]]:
+    if isinstance(group, zarr.Group):
+        yield from sorted(group.groups(), key=lambda pair: pair[0])
+
+
+def _dimension_names(arrays: dict[str, np.ndarray],
+                     dims: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    unknown = set(dims) - set(arrays)
+    if unknown:
+        raise ValueError(f"dims names arrays that are not given: {sorted(unknown)}")
+    names = {}
+    for name, a in arrays.items():
+        if a.dtype.kind == "O":
+            raise TypeError(f"array {name!r} has dtype object; store numeric or bool arrays")
+        names[name] = tuple(dims.get(name, [f"{name}_dim_{i}" for i in range(a.ndim)]))
+        if len(names[name]) != a.ndim:
+            raise ValueError(f"dims[{name!r}] = {names[name]} does not match the array's "
+                             f"shape {a.shape}")
+    return names
+
+
+def open_store(path: str | Path, mode: str = "a") -> Store:
+    """Open the study store at ``path``: ``"a"`` creates it if missing, ``"r"`` is read-only."""
+    if mode not in ("a", "r"):
+        raise ValueError(f"mode must be 'a' or 'r'; got {mode!r}")
+    path = Path(path)
+    if mode == "r" and not path.exists():
+        raise FileNotFoundError(f"no store at {path}")
+    try:
+        root = zarr.open_group(path, mode=mode, zarr_format=3)
+    except ContainsGroupError:  # another process created the root between our check and create
+        root = zarr.open_group(path, mode="r+", zarr_format=3)
+    return Store(root, path, read_only=mode == "r")
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """Where and with what a study ran: versions, git commit of the cwd, host, UTC time, + extra.
+
+    ``extra`` holds the study's own facts (config, seed, device, dtype, n_params, timings) and wins
+    over the collected keys on a clash.
+    """
+    return {
+        "landscape_version": _version("landscape"),
+        "git_commit": _git_commit(),
+        "python": sys.version.split()[0],
+        "torch": _version("torch"),
+        "numpy": np.__version__,
+        "zarr": zarr.__version__,
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
