@@ -54,9 +54,14 @@ def train(
     checkpoint_every: int = typer.Option(1, min=1, help="Save every K epochs."),
     early_checkpoints: int = typer.Option(4, min=0, help="Log-spaced saves in epoch 1."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    track: bool = typer.Option(False, help="Log the training curves (train/test loss and error "
+                                           "at every checkpoint) to MLflow."),
+    experiment: str = typer.Option("train", help="MLflow experiment name (with --track)."),
+    tracking_uri: str = typer.Option(None, help="MLflow tracking URI (with --track; default "
+                                                "$MLFLOW_TRACKING_URI, else ./mlruns)."),
 ) -> None:
     """Train a model and write checkpoints that `landscape critical` / `spectrum` read."""
-    from landscape.train import TrainConfig
+    from landscape.train import TrainConfig, config_dict
     from landscape.train import train as run_training
 
     extra = json.loads(hparams)
@@ -66,8 +71,19 @@ def train(
                          epochs=epochs, batch_size=batch_size, seed=seed,
                          checkpoint_every=checkpoint_every, early_checkpoints=early_checkpoints,
                          n_train=n_train)
-    paths = run_training(config, out, progress=progress)
+    if not track:
+        paths = run_training(config, out, progress=progress)
+        console.print(f"wrote {len(paths)} checkpoints to {out}")
+        return
+    from landscape.tracking import Tracker, ui_command
+
+    tracker = Tracker(experiment, tracking_uri)
+    with tracker.study_run(f"train {optimizer} seed {seed}", params=config_dict(config),
+                           tags={"run_dir": str(out.resolve())}) as run_id:
+        paths = run_training(config, out, progress=progress, on_metrics=tracker.log_metrics)
     console.print(f"wrote {len(paths)} checkpoints to {out}")
+    if run_id is not None:
+        console.print(f"MLflow run {run_id}; open the UI with: {ui_command(tracker.tracking_uri)}")
 
 
 @app.command()

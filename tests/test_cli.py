@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from landscape.checkpoints import list_checkpoints, load_checkpoint
 from landscape.cli import app
 from landscape.critical import STATUSES
+from landscape.optim import OPTIMIZERS
 
 runner = CliRunner()
 
@@ -41,3 +44,36 @@ def test_bad_optimizer_is_reported():
     result = runner.invoke(app, ["train", "--out", "x", "--optimizer", "lbfgs-magic"])
     assert result.exit_code != 0
     assert "lbfgs-magic" in str(result.exception)
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_train_digits_mlp_with_every_optimizer(tmp_path, optimizer):
+    result = runner.invoke(app, ["train", "--dataset", "digits", "--model", "mlp:6:tanh",
+                                 "--optimizer", optimizer, "--epochs", "3", "--n-train", "200",
+                                 "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(list_checkpoints(tmp_path)[-1])
+    assert ckpt.step == 3 and ckpt.model_spec["kind"] == "mlp"
+    assert ckpt.optimizer["name"] == optimizer
+    assert set(ckpt.metrics) >= {"train_loss", "test_loss", "train_error", "test_error"}
+
+
+def test_train_help_names_every_optimizer():
+    result = runner.invoke(app, ["train", "--help"], terminal_width=400)
+    flat = " ".join(result.output.split())
+    assert all(name in flat for name in OPTIMIZERS)
+
+
+def test_tracked_training_logs_curves(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = runner.invoke(app, ["train", "--model", "mlp:4:tanh", "--epochs", "3",
+                                 "--n-train", "100", "--out", str(tmp_path / "run"),
+                                 "--no-progress", "--track", "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    saved = [load_checkpoint(p) for p in list_checkpoints(tmp_path / "run")]
+    assert sorted(m.step for m in history) == [c.step for c in saved]
+    by_step = {m.step: m.value for m in history}
+    assert all(by_step[c.step] == pytest.approx(c.metrics["train_loss"]) for c in saved)
