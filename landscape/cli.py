@@ -19,6 +19,9 @@ from landscape.optim import OPTIMIZER_HELP
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False)
 bench_app = typer.Typer(help="Benchmarks (ratios measured in one process).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+study_app = typer.Typer(help="Studies: YAML files that train, analyse, store, track and draw.",
+                        no_args_is_help=True)
+app.add_typer(study_app, name="study")
 console = Console()
 
 OPTIMIZER_LIST = ", ".join(OPTIMIZER_HELP)
@@ -165,6 +168,62 @@ def critical(
                           "" if p.index is None else f"{p.index:.4f}", f"{p.grad_norm:.1e}",
                           str(p.iterations), "yes" if p.certified else "no")
     console.print(table)
+
+
+def _load_study(path: Path, quick: bool, overrides: list[str]):
+    from landscape.study import StudyError, load_study
+
+    try:
+        return load_study(path, quick=quick, overrides=overrides)
+    except StudyError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@study_app.command("run")
+def study_run(
+    study_file: Path = typer.Argument(..., help="Study file (YAML), e.g. studies/dauphin2014.yaml."),
+    quick: bool = typer.Option(False, help="Apply the study's `quick` overrides (a smoke run)."),
+    device: str = typer.Option(None, help="cpu, cuda or auto (default: the study's)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a study key, dotted=value (YAML "
+                                                     "value); repeatable."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Run a study: train or find its runs, analyse the checkpoints into the Zarr store (complete
+    results are skipped, so an interrupted study resumes), draw figures, log to MLflow."""
+    from landscape.study import run_study
+
+    study = _load_study(study_file, quick, set_)
+    outcome = run_study(study, device=device, progress=progress, log=console.print,
+                        study_file=study_file)
+    console.print(outcome.report(), highlight=False, soft_wrap=True)
+
+
+@study_app.command("validate")
+def study_validate(
+    study_file: Path = typer.Argument(..., help="Study file (YAML)."),
+    quick: bool = typer.Option(False, help="Validate with the `quick` overrides applied."),
+    set_: list[str] = typer.Option([], "--set", help="Override a study key, dotted=value."),
+) -> None:
+    """Check a study file (unknown keys, wrong types) and print it with its defaults filled in."""
+    import yaml
+
+    study = _load_study(study_file, quick, set_)
+    console.print(f"{study_file}: valid", highlight=False)
+    console.print(yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False, width=100),
+                  highlight=False, soft_wrap=True)
+
+
+@app.command()
+def inspect(store: Path = typer.Argument(..., help="A study's store.zarr folder.")) -> None:
+    """Summarise a study store: runs, checkpoints, results per pass, search statuses."""
+    from landscape.store import open_store
+
+    try:
+        opened = open_store(store, mode="r")
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(opened.summary(), highlight=False, soft_wrap=True)
 
 
 @bench_app.command("curvature")

@@ -47,7 +47,7 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -208,6 +208,13 @@ class Store:
         arrays = {name: np.asarray(a[...]) for name, a in group.arrays()}
         return Result(key, arrays, attrs)
 
+    def result_attrs(self, key: str) -> dict[str, Any]:
+        """The attributes of the complete result at ``key`` without loading its arrays."""
+        group = self._group(key)
+        if group is None or group.attrs.get(COMPLETE) is not True:
+            return self.read_result(key).attrs  # raises the KeyError / IncompleteResultError
+        return {k: v for k, v in group.attrs.items() if k != COMPLETE}
+
     def iter_results(self, pass_name: str | None = None,
                      complete_only: bool = True) -> Iterator[str]:
         """Keys of the results (of one pass if given), sorted by run, checkpoint, pass, item."""
@@ -233,22 +240,28 @@ class Store:
         """The root's attributes (the study's provenance)."""
         return dict(self._root.attrs)
 
-    def critical_points(self) -> pd.DataFrame:
-        """One row per complete result of pass ``"critical"``.
+    def results_frame(self, pass_name: str, columns: Sequence[str] = ("run", "checkpoint",
+                                                                     "item")) -> pd.DataFrame:
+        """One row per complete result of ``pass_name``: ``run, checkpoint, item`` (None for a
+        result without items) and every scalar attribute.
 
-        Columns: ``CRITICAL_COLUMNS`` (``item`` is None for a result without items; a missing
-        attribute reads NaN), then every other scalar attribute found, in order of appearance.
+        ``columns`` come first (a missing attribute reads NaN), then the other attributes in order
+        of appearance.
         """
         rows = []
-        for key in self.iter_results(CRITICAL_PASS):
+        for key in self.iter_results(pass_name):
             run, checkpoint, _, item = parse_key(key)
             attrs = {k: v for k, v in self._root[key].attrs.items()
                      if k != COMPLETE and _is_scalar(v)}
             rows.append({"run": run, "checkpoint": checkpoint, "item": item, **attrs})
-        columns = list(CRITICAL_COLUMNS)
+        columns = list(columns)
         for row in rows:
             columns += [c for c in row if c not in columns]
         return pd.DataFrame(rows, columns=columns)
+
+    def critical_points(self) -> pd.DataFrame:
+        """``results_frame`` of pass ``"critical"`` with ``CRITICAL_COLUMNS`` first."""
+        return self.results_frame(CRITICAL_PASS, CRITICAL_COLUMNS)
 
     def summary(self) -> str:
         """Counts of runs, checkpoints, results per pass (complete / incomplete) and statuses."""

@@ -127,7 +127,8 @@ class Tracker:
     the environment where unset (a stated side effect: MLflow reads its retry settings from there).
 
     If tracking is unavailable, ``enabled`` is False, one ``TrackingUnavailableWarning`` says so,
-    and every method does nothing (the run context managers yield None).
+    and every method does nothing (the run context managers yield None). ``enabled=False`` turns
+    tracking off silently (nothing is contacted or created).
 
     Example::
 
@@ -138,16 +139,18 @@ class Tracker:
                 tracker.log_figure(fig, "epsilon_alpha.png")
     """
 
-    def __init__(self, experiment: str, tracking_uri: str | None = None):
+    def __init__(self, experiment: str, tracking_uri: str | None = None, *, enabled: bool = True):
         if not experiment:
             raise ValueError(f"experiment must be a non-empty name; got {experiment!r}")
         self.experiment = experiment
-        self.tracking_uri = tracking_uri or default_tracking_uri()
-        self.enabled = True
+        self.tracking_uri = tracking_uri or (default_tracking_uri() if enabled else "")
+        self.enabled = enabled
         self.experiment_id: str | None = None
         self._warned = False
         self._runs: list[str | None] = []
         self._client: MlflowClient | None = None
+        if not enabled:
+            return
         if self.tracking_uri.startswith(("http://", "https://")):
             for name, value in HTTP_DEFAULTS.items():
                 os.environ.setdefault(name, value)

@@ -210,3 +210,27 @@ def test_krylov_newton_step_is_the_pseudo_inverse_solution_when_g_has_a_kernel_p
     step = space.to_full(space.levenberg_marquardt(0.0))
     expected = -torch.linalg.pinv(a, hermitian=True) @ g
     torch.testing.assert_close(step, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_newton_mr_step_is_minus_pinv_h_g_when_g_has_a_kernel_part():
+    """One Newton-MR step (MINRES-QLP) on a singular indefinite quadratic is exactly −H⁺g: no
+    component along ker H, which scipy's minres would grow."""
+    from landscape.critical.newton_mr import NewtonMR
+    from landscape.critical.steps import CountingObjective, State
+
+    gen = torch.Generator().manual_seed(1)
+    n = 60
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=F64))
+    values = torch.cat([torch.linspace(-2, -0.5, 15, dtype=F64),
+                        torch.linspace(0.5, 3, 30, dtype=F64), torch.zeros(15, dtype=F64)])
+    a = q @ torch.diag(values) @ q.T
+    b = q @ torch.randn(n, generator=gen, dtype=F64)  # 1/4 of it in ker H
+    obj = CountingObjective(toy_objective(lambda t: 0.5 * t @ a @ t + b @ t, n))
+    theta = torch.randn(n, generator=gen, dtype=F64)
+    loss, grad = obj.loss_and_grad(theta)
+    step = NewtonMR().step(obj, State(theta, float(loss), grad, obj.hvp(theta, grad)))
+    expected = -torch.linalg.pinv(a, hermitian=True) @ grad
+    assert step is not None and step.step_size == 1.0
+    torch.testing.assert_close(step.theta - theta, expected, rtol=1e-6, atol=1e-8)
+    kernel = q[:, 45:]
+    assert float((kernel.T @ (step.theta - theta)).norm()) < 1e-8

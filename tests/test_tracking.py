@@ -205,3 +205,15 @@ def test_real_server(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_disabled_tracker_touches_nothing(tmp_path, monkeypatch, recwarn):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = Tracker("exp", enabled=False)
+    with tracker.study_run("study") as run_id, tracker.child_run("child") as child_id:
+        tracker.log_metrics({"x": 1.0})
+        tracker.log_figure(figure(), "f.png")
+    assert (run_id, child_id, tracker.enabled) == (None, None, False)
+    assert not (tmp_path / "mlruns").exists()
+    assert not [w for w in recwarn if issubclass(w.category, TrackingUnavailableWarning)]

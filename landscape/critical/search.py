@@ -276,27 +276,37 @@ def analyse(obj: Objective, point: CriticalPoint, *, index_tol: float = DEFAULT_
                    else None, newton_step_norm=step_norm, certified=certified)
 
 
-def assign_clusters(points: list[CriticalPoint], rtol: float = 1e-8) -> list[CriticalPoint]:
-    """Merge duplicates among critical points: same inertia and loss (to ``rtol`` relative).
+def cluster_ids(statuses: Sequence[str], n_negative: Sequence[int | None],
+                n_zero: Sequence[int | None], losses: Sequence[float],
+                rtol: float = 1e-8) -> list[int | None]:
+    """Duplicate ids of critical points: equal inertia and loss (to ``rtol`` relative) share an
+    id (numbered by first appearance); non-critical or unanalysed points get None.
 
     Spectra are not compared: reparametrisation symmetries (e.g. GL(p) in linear layers) move
     Hessian eigenvalues along a set of equivalent critical points.
     """
-    reps: list[CriticalPoint] = []
-    out = []
-    for p in points:
-        if p.status != "critical" or p.n_negative is None:
-            out.append(p)
+    reps: list[tuple[int, int, float]] = []
+    out: list[int | None] = []
+    for status, neg, zero, loss in zip(statuses, n_negative, n_zero, losses, strict=True):
+        if status != "critical" or neg is None:
+            out.append(None)
             continue
-        for cid, rep in enumerate(reps):
-            if ((rep.n_negative, rep.n_zero) == (p.n_negative, p.n_zero)
-                    and abs(rep.loss - p.loss) <= rtol * max(1.0, abs(rep.loss))):
-                out.append(replace(p, cluster=cid))
+        for cid, (r_neg, r_zero, r_loss) in enumerate(reps):
+            if (r_neg, r_zero) == (neg, zero) and abs(r_loss - loss) <= rtol * max(1.0,
+                                                                                   abs(r_loss)):
+                out.append(cid)
                 break
         else:
-            reps.append(p)
-            out.append(replace(p, cluster=len(reps) - 1))
+            reps.append((neg, zero, loss))
+            out.append(len(reps) - 1)
     return out
+
+
+def assign_clusters(points: list[CriticalPoint], rtol: float = 1e-8) -> list[CriticalPoint]:
+    """``points`` with ``cluster`` set by ``cluster_ids``."""
+    ids = cluster_ids([p.status for p in points], [p.n_negative for p in points],
+                      [p.n_zero for p in points], [p.loss for p in points], rtol)
+    return [replace(p, cluster=cid) for p, cid in zip(points, ids, strict=True)]
 
 
 def find_critical_points(obj: Objective, starts: Sequence[Start | Tensor],

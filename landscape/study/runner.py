@@ -1,0 +1,387 @@
+"""Running a study: train (or find) runs, analyse their checkpoints, store, track, draw.
+
+Layout of ``<output>/``: ``runs/<run>/step-*.pt`` (trained runs; ``training.json`` is written last,
+so a run without it is retrained from scratch — training is deterministic under its seed),
+``store.zarr`` (every result, schema in ``landscape.store``) and ``figures/*.png``.
+
+Results per checkpoint (``runs/<run>/checkpoints/<step-…>/<pass>[/<item>]`` in the store):
+
+* ``metrics``: the checkpoint's step, epoch and saved train/test loss and error (no arrays);
+* ``spectrum``: ``eigenvalues [eigenvalue]`` of the dense Hessian; attrs loss, error, inertia, index;
+* ``critical/<NNN>-r<radius>``: one search each — arrays ``theta [param]``, ``start [param]``,
+  ``eigenvalues [eigenvalue]`` (dense spectrum at the end point) and the history
+  ``loss, grad_norm_sq, hg_norm, flatness, step_size, inner [iteration]``; attrs every scalar of
+  ``critical.CriticalPoint`` (status, loss, error, index, grad_norm, …), the thresholds, the start
+  (label, kind, radius), the objective (l2, n_samples) and ``invocation``.
+
+Every result also records ``invocation`` (the id of the study invocation that wrote it), so a
+resumed study shows what it recomputed, and pass results their ``options`` (the pass's config but
+its checkpoint selection). Complete results are skipped, an interrupted one is redone, and a
+complete one computed with other options stops the study with an error (never a silent mix).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from landscape import plots
+from landscape.checkpoints import list_checkpoints, load_checkpoint
+from landscape.critical import Thresholds, analyse, find_critical_point, perturbed_starts
+from landscape.critical.search import HISTORY_FIELDS, CriticalPoint, cluster_ids
+from landscape.problem import Problem, problem_from_checkpoint
+from landscape.spectrum import full_spectrum
+from landscape.store import Store, json_safe, open_store, provenance
+from landscape.study.config import CheckpointChoice, Study, StudyError
+from landscape.tracking import Tracker, ui_command
+from landscape.train import TrainConfig, config_dict, train
+
+MANIFEST = "training.json"
+Log = Callable[[str], None]
+
+__all__ = ["StudyOutcome", "critical_key_items", "run_study", "select_checkpoints"]
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """What a study invocation left: where, what was computed, and the headline numbers.
+
+    ``status_counts``: searches per status over the whole store; ``n_distinct_critical``:
+    critical points after merging duplicates (``critical.search.cluster_ids``); ``rho_loss`` /
+    ``rho_error``: Spearman ``(ρ, p, n)`` of (α, loss) / (α, error) over points labelled critical.
+    """
+
+    store_path: Path
+    figures: dict[str, Path]
+    computed: int
+    skipped: int
+    status_counts: dict[str, int]
+    n_distinct_critical: int
+    rho_loss: tuple[float, float, int]
+    rho_error: tuple[float, float, int]
+    mlflow_run_id: str | None
+    tracking_uri: str
+    invocation: str
+
+    def report(self) -> str:
+        counts = ", ".join(f"{s} {n}" for s, n in sorted(self.status_counts.items())) or "none"
+        lines = [(f"critical-point searches by status: {counts} "
+                  f"({self.n_distinct_critical} distinct critical points)"),
+                 f"results computed now: {self.computed}, already complete: {self.skipped}"]
+        for name, (rho, p, n) in (("loss", self.rho_loss), ("error", self.rho_error)):
+            lines.append(f"Spearman ρ(ε = {name}, α) over critical points: {rho:.3f} "
+                         f"(p = {p:.2g}, n = {n})" if n >= 3 and math.isfinite(rho) else
+                         f"Spearman ρ(ε = {name}, α): undefined ({n} critical points with "
+                         f"distinct values; need ≥ 3)")
+        lines.append(f"store: {self.store_path}")
+        if self.figures:
+            lines.append(f"figures: {self.store_path.parent / 'figures'}")
+        if self.mlflow_run_id is not None:
+            lines.append(f"MLflow run {self.mlflow_run_id}; open the UI with: "
+                         f"{ui_command(self.tracking_uri)}")
+        else:
+            lines.append("MLflow: tracking off for this invocation")
+        return "\n".join(lines)
+
+
+def select_checkpoints(paths: list[Path], choice: CheckpointChoice) -> list[Path]:
+    """``all``, ``last``, or every k-th of ``paths`` (ordered by step) plus the last."""
+    if not paths or choice == "all":
+        return list(paths)
+    if choice == "last":
+        return [paths[-1]]
+    chosen = paths[::choice]
+    return chosen if chosen[-1] == paths[-1] else chosen + [paths[-1]]
+
+
+def _training_plan(study: Study) -> dict[str, TrainConfig]:
+    plan = {}
+    t = study.training
+    for opt in t.optimizers:
+        for seed in t.seeds:
+            for batch in t.batch_sizes:
+                name = f"{opt.label or opt.name}-seed{seed}" + (f"-batch{batch}" if batch else "")
+                if name in plan:
+                    raise StudyError(f"study {study.name!r}: two runs would be named {name!r}; "
+                                     f"give the optimizers distinct labels")
+                plan[name] = TrainConfig(
+                    dataset=study.data, model=study.model, optimizer=opt.name,
+                    hparams=dict(opt.hparams), epochs=t.epochs, batch_size=batch, seed=seed,
+                    checkpoint_every=t.checkpoint_every, early_checkpoints=t.early_checkpoints,
+                    n_train=t.n_train)
+    return plan
+
+
+def _ensure_trained(config: TrainConfig, run_dir: Path, progress: bool, log: Log) -> list[Path]:
+    """The run's checkpoints, training it first unless its manifest matches ``config``."""
+    manifest = run_dir / MANIFEST
+    wanted = json_safe(config_dict(config))
+    if manifest.is_file():
+        recorded = json.loads(manifest.read_text())
+        paths = [run_dir / name for name in recorded.get("checkpoints", [])]
+        if recorded.get("config") == wanted and all(p.is_file() for p in paths):
+            return paths
+        log(f"{run_dir}: configuration changed or files missing; retraining")
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    paths = train(config, run_dir, progress=progress)
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"config": wanted, "checkpoints": [p.name for p in paths]},
+                              indent=1))
+    os.replace(tmp, manifest)
+    return paths
+
+
+def _given_runs(study: Study) -> dict[str, list[Path]]:
+    runs: dict[str, list[Path]] = {}
+    for target in study.checkpoints:
+        if target.is_dir():
+            name, paths = target.resolve().name, list_checkpoints(target)
+            if not paths:
+                raise StudyError(f"study {study.name!r}: no checkpoints in {target}")
+        elif target.is_file():
+            name, paths = target.resolve().parent.name, [target]
+        else:
+            raise StudyError(f"study {study.name!r}: checkpoints entry {target} does not exist")
+        runs.setdefault(name, []).extend(paths)
+    return runs
+
+
+def _point_record(point: CriticalPoint) -> tuple[dict, dict, dict]:
+    """Arrays, dims and scalar attrs of one analysed search."""
+    arrays = {"theta": point.theta.cpu().numpy()}
+    dims = {"theta": ("param",)}
+    if point.eigenvalues is not None:
+        arrays["eigenvalues"] = point.eigenvalues.cpu().numpy()
+        dims["eigenvalues"] = ("eigenvalue",)
+    for name in HISTORY_FIELDS:
+        arrays[name] = point.history[name].cpu().numpy()
+        dims[name] = ("iteration",)
+    skip = {"theta", "history", "eigenvalues", "thresholds", "cluster"}  # cluster: store-wide
+    attrs = {f.name: getattr(point, f.name) for f in fields(point) if f.name not in skip}
+    attrs["thresholds"] = point.thresholds
+    return arrays, dims, attrs
+
+
+class _Analysis:
+    """One invocation's analysis of checkpoints into the store (one per ``run_study`` call)."""
+
+    def __init__(self, study: Study, store: Store, tracker: Tracker, device: str,
+                 invocation: str, progress: bool):
+        self.study, self.store, self.tracker = study, store, tracker
+        self.device, self.invocation, self.progress = device, invocation, progress
+        self.computed = self.skipped = 0
+
+    def _write(self, key: str, arrays: dict, attrs: dict, dims: dict | None = None,
+               options: dict | None = None) -> None:
+        extra = {"invocation": self.invocation} | ({} if options is None else {"options": options})
+        self.store.write_result(key, arrays, {**attrs, **extra}, dims)
+        self.computed += 1
+
+    def _done(self, key: str, options: dict | None = None) -> bool:
+        """Whether ``key`` is complete (then counted as skipped). A complete result computed with
+        other pass ``options`` is an error: reusing it would mix two analyses in one store."""
+        if not self.store.is_complete(key):
+            return False
+        stored = self.store.result_attrs(key).get("options")
+        if options is not None and stored != options:
+            raise StudyError(
+                f"{key} in {self.store.path} was computed with other options ({stored}); this "
+                f"study asks for {options}. Use another output folder, or delete that store "
+                f"to recompute.")
+        self.skipped += 1
+        return True
+
+    def checkpoint(self, run: str, path: Path, passes: list[str]) -> None:
+        """Record the checkpoint's metrics and run ``passes`` (names) on it in a child run."""
+        name = path.stem
+        key = Store.key(run, name, "metrics")
+        if not self._done(key):
+            ckpt = load_checkpoint(path)
+            self._write(key, {}, {"step": ckpt.step, "epoch": ckpt.epoch, "path": str(path),
+                                  **ckpt.metrics})
+        if not passes:
+            return
+        with self.tracker.child_run(f"{run}/{name}", params={"run": run, "checkpoint": name,
+                                                             "path": str(path)}):
+            if "spectrum" in passes:
+                self._spectrum(run, path)
+            if "critical" in passes:
+                self._critical(run, path)
+            self._log_checkpoint(run, name)
+
+    def _problem(self, path: Path, n_samples: int | None, l2: float) -> Problem:
+        return problem_from_checkpoint(path, n_samples=n_samples, l2=l2, device=self.device)
+
+    def _spectrum(self, run: str, path: Path) -> None:
+        cfg = self.study.passes.spectrum
+        key = Store.key(run, path.stem, "spectrum")
+        options = _options(cfg)
+        if self._done(key, options):
+            return
+        obj = self._problem(path, cfg.n_samples, cfg.l2).objective
+        theta = obj.theta
+        spec = full_spectrum(obj, theta, tol=cfg.index_tol)
+        inertia = spec.inertia
+        try:
+            error = obj.error(theta)
+        except ValueError:
+            error = None
+        self._write(key, {"eigenvalues": spec.eigenvalues.cpu().numpy()},
+                    {"loss": float(obj.loss(theta)), "error": error, "index": inertia.index,
+                     "n_negative": inertia.n_negative, "n_zero": inertia.n_zero,
+                     "n_positive": inertia.n_positive, "index_tol": cfg.index_tol,
+                     "l2": cfg.l2, "n_samples": obj.num_samples},
+                    {"eigenvalues": ("eigenvalue",)}, options)
+
+    def _critical(self, run: str, path: Path) -> None:
+        cfg = self.study.passes.critical
+        keys = critical_key_items(run, path.stem, cfg.radii, cfg.per_radius)
+        options = _options(cfg)
+        todo = [(i, key) for i, key in enumerate(keys) if not self._done(key, options)]
+        if not todo:
+            return
+        obj = self._problem(path, cfg.n_samples, cfg.l2).objective
+        seed = zlib.crc32(f"{cfg.seed}/{run}/{path.stem}".encode())
+        starts = perturbed_starts(obj.theta, cfg.radii, cfg.per_radius, seed=seed,
+                                  label=f"{run}/{path.stem}")
+        thresholds = Thresholds(grad_tol=cfg.grad_tol, max_iterations=cfg.max_iterations)
+        bar = tqdm(todo, desc=f"critical points {run}/{path.stem}", unit="search",
+                   disable=not self.progress)
+        for i, key in bar:
+            start = starts[i]
+            point = find_critical_point(obj, start.theta, cfg.method, thresholds=thresholds,
+                                        label=start.label)
+            point = analyse(obj, point, index_tol=cfg.index_tol)
+            arrays, dims, attrs = _point_record(point)
+            arrays["start"] = start.theta.cpu().numpy()
+            dims["start"] = ("param",)
+            attrs |= {"start_kind": start.kind, "radius": start.radius, "l2": cfg.l2,
+                      "n_samples": obj.num_samples, "device": str(obj.device)}
+            self._write(key, arrays, attrs, dims, options)
+            bar.set_postfix(status=point.status, grad_norm=f"{point.grad_norm:.1e}")
+
+    def _log_checkpoint(self, run: str, name: str) -> None:
+        df = self.store.critical_points()
+        rows = df[(df["run"] == run) & (df["checkpoint"] == name)]
+        counts = Counter(rows["status"].dropna())
+        metrics = {f"n_{status.replace('-', '_')}": n for status, n in counts.items()}
+        critical = rows[rows["status"] == "critical"]
+        if len(critical):
+            metrics |= {"min_critical_loss": float(critical["loss"].min()),
+                        "max_critical_index": float(critical["index"].max())}
+        self.tracker.log_metrics(metrics)
+
+
+def _options(cfg) -> dict:
+    """A pass's options that determine its results (the checkpoint selection does not)."""
+    return json_safe(cfg.model_dump(mode="json", exclude={"checkpoints"}))
+
+
+def critical_key_items(run: str, checkpoint: str, radii: list[float],
+                       per_radius: int) -> list[str]:
+    """Store keys of the searches from one checkpoint, in ``perturbed_starts`` order:
+    item ``<NNN>-r<radius>``."""
+    items = []
+    for r in radii:
+        items += [f"r{r:g}"] * (1 if r == 0 else per_radius)
+    return [Store.key(run, checkpoint, "critical", f"{i:03d}-{item}")
+            for i, item in enumerate(items)]
+
+
+def _figures(study: Study, store: Store, folder: Path, tracker: Tracker, log: Log
+             ) -> dict[str, Path]:
+    """Draw the study's figures from the store into ``folder`` and log them; returns paths."""
+    df = store.critical_points()
+    metrics = store.results_frame("metrics")
+    critical = df[df["status"] == "critical"]
+    drawers = {
+        "epsilon_alpha": (lambda: plots.epsilon_alpha(df), len(df) > 0),
+        "spectra_by_error_band": (lambda: _spectra_figure(store, critical), len(critical) > 0),
+        "training_curves": (lambda: plots.training_curves(metrics.sort_values(["run", "step"])),
+                            len(metrics) > 0 and "train_loss" in metrics),
+        "status_counts": (lambda: plots.status_counts(df), len(df) > 0),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in study.figures:
+        draw, possible = drawers[name]
+        if not possible:
+            log(f"figure {name}: nothing to draw yet (no data in the store)")
+            continue
+        fig = draw()
+        out[name] = folder / f"{name}.png"
+        fig.savefig(out[name], dpi=120)
+        tracker.log_figure(fig, f"figures/{name}.png")
+    return out
+
+
+def _spectra_figure(store: Store, critical: pd.DataFrame):
+    eps_column = "error" if critical["error"].notna().all() else "loss"
+    spectra = [store.read_result(Store.key(r.run, r.checkpoint, "critical", r.item)
+                                 ).arrays["eigenvalues"] for r in critical.itertuples()]
+    return plots.spectra_by_error_band(spectra, critical[eps_column].to_numpy(float))
+
+
+def run_study(study: Study, *, device: str | None = None, progress: bool = True,
+              log: Log = print, study_file: str | Path | None = None) -> StudyOutcome:
+    """Run ``study``: train or find its runs, analyse the chosen checkpoints (skipping complete
+    results), draw the figures, and log it all to one MLflow parent run (child run per analysed
+    checkpoint). ``device`` overrides the study's. Safe to interrupt and re-run."""
+    device = device or study.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    output = study.output
+    output.mkdir(parents=True, exist_ok=True)
+    store = open_store(output / "store.zarr")
+    invocation = uuid.uuid4().hex[:12]
+    config = study.model_dump(mode="json")
+    store.set_study_attrs(provenance(config=config, study_file=study_file, device=device,
+                                     dtype="float64", invocation=invocation))
+    tracking = study.tracking
+    tracker = Tracker(tracking.experiment or study.name, tracking.uri, enabled=tracking.enabled)
+    analysis = _Analysis(study, store, tracker, device, invocation, progress)
+    with tracker.study_run(study.name, params=config,
+                           tags={"store": str(store.path.resolve()), "invocation": invocation,
+                                 "study_file": study_file or ""}) as run_id:
+        if study.training is not None:
+            runs = {name: _ensure_trained(config_, output / "runs" / name, progress, log)
+                    for name, config_ in _training_plan(study).items()}
+        else:
+            runs = _given_runs(study)
+        passes = {name: cfg for name, cfg in (("spectrum", study.passes.spectrum),
+                                              ("critical", study.passes.critical)) if cfg}
+        for run, paths in runs.items():
+            chosen = {name: set(select_checkpoints(paths, cfg.checkpoints))
+                      for name, cfg in passes.items()}
+            for path in paths:
+                analysis.checkpoint(run, path, [n for n in passes if path in chosen[n]])
+        figures = _figures(study, store, output / "figures", tracker, log)
+        df = store.critical_points()
+        counts = dict(Counter(df["status"].dropna()))
+        clusters = cluster_ids(df["status"], df.get("n_negative", [None] * len(df)),
+                               df.get("n_zero", [None] * len(df)), df["loss"])
+        n_distinct = len({c for c in clusters if c is not None})
+        rho_loss = plots.spearman_rho(df, "index", "loss")
+        rho_error = (plots.spearman_rho(df, "index", "error") if df["error"].notna().any()
+                     else (math.nan, math.nan, 0))
+        summary = {f"n_{s.replace('-', '_')}": n for s, n in counts.items()}
+        summary["n_distinct_critical"] = n_distinct
+        summary |= {"spearman_rho_loss": rho_loss[0], "spearman_rho_error": rho_error[0],
+                    "results_computed": analysis.computed, "results_skipped": analysis.skipped}
+        tracker.log_metrics({k: v for k, v in summary.items()
+                             if v is not None and not (isinstance(v, float) and math.isnan(v))})
+    return StudyOutcome(store.path, figures, analysis.computed, analysis.skipped, counts,
+                        n_distinct, rho_loss, rho_error, run_id, tracker.tracking_uri, invocation)
