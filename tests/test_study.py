@@ -106,6 +106,24 @@ def test_shipped_studies_validate():
         assert load_study(f, quick=True).name
 
 
+def test_rho_over_critical_and_distinct_points():
+    import pandas as pd
+
+    from landscape.study.runner import epsilon_alpha_rhos
+
+    df = pd.DataFrame({
+        "status": ["critical"] * 5 + ["gradient-flat"],
+        "n_negative": [1, 1, 1, 4, 9, 0], "n_zero": [0] * 6,
+        "index": [0.1, 0.1, 0.1, 0.4, 0.9, 0.95],
+        "loss": [2.0, 2.0, 2.0 + 1e-12, 1.5, 3.0, 0.1],
+        "error": [0.2, 0.2, 0.2, 0.5, 0.9, 0.0]})
+    rho, n_distinct = epsilon_alpha_rhos(df)
+    assert n_distinct == 3
+    assert rho["loss_distinct"][2] == 3 and rho["loss_distinct"][0] == pytest.approx(0.5)
+    assert rho["error_distinct"][0] == pytest.approx(1.0)
+    assert rho["loss"][2] == 5  # duplicates count, gradient-flat never
+
+
 def test_checkpoint_selection():
     paths = [Path(f"step-{i}") for i in range(7)]
     assert select_checkpoints(paths, "all") == paths

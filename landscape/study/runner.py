@@ -59,8 +59,9 @@ class StudyOutcome:
     """What a study invocation left: where, what was computed, and the headline numbers.
 
     ``status_counts``: searches per status over the whole store; ``n_distinct_critical``:
-    critical points after merging duplicates (``critical.search.cluster_ids``); ``rho_loss`` /
-    ``rho_error``: Spearman ``(ρ, p, n)`` of (α, loss) / (α, error) over points labelled critical.
+    critical points after merging duplicates (``critical.search.cluster_ids``); ``rho``:
+    Spearman ``(ρ, p, n)`` of (α, ε) over the points labelled critical, for ε = ``"loss"`` and
+    ``"error"``, and over one point per distinct critical point (``"loss_distinct"``, …).
     """
 
     store_path: Path
@@ -69,8 +70,7 @@ class StudyOutcome:
     skipped: int
     status_counts: dict[str, int]
     n_distinct_critical: int
-    rho_loss: tuple[float, float, int]
-    rho_error: tuple[float, float, int]
+    rho: dict[str, tuple[float, float, int]]
     mlflow_run_id: str | None
     tracking_uri: str
     invocation: str
@@ -80,11 +80,10 @@ class StudyOutcome:
         lines = [(f"critical-point searches by status: {counts} "
                   f"({self.n_distinct_critical} distinct critical points)"),
                  f"results computed now: {self.computed}, already complete: {self.skipped}"]
-        for name, (rho, p, n) in (("loss", self.rho_loss), ("error", self.rho_error)):
-            lines.append(f"Spearman ρ(ε = {name}, α) over critical points: {rho:.3f} "
-                         f"(p = {p:.2g}, n = {n})" if n >= 3 and math.isfinite(rho) else
-                         f"Spearman ρ(ε = {name}, α): undefined ({n} critical points with "
-                         f"distinct values; need ≥ 3)")
+        for name in ("loss", "error"):
+            parts = [_format_rho(*self.rho[f"{name}{suffix}"]) + f" over {what}"
+                     for suffix, what in (("", "critical points"), ("_distinct", "distinct ones"))]
+            lines.append(f"Spearman ρ(ε = {name}, α): " + "; ".join(parts))
         lines.append(f"store: {self.store_path}")
         if self.figures:
             lines.append(f"figures: {self.store_path.parent / 'figures'}")
@@ -94,6 +93,27 @@ class StudyOutcome:
         else:
             lines.append("MLflow: tracking off for this invocation")
         return "\n".join(lines)
+
+
+def _format_rho(rho: float, p: float, n: int) -> str:
+    if n < 3 or not math.isfinite(rho):
+        return f"undefined (n = {n}: needs ≥ 3 points and two distinct values)"
+    return f"{rho:.3f} (p = {p:.2g}, n = {n})"
+
+
+def epsilon_alpha_rhos(df: pd.DataFrame) -> tuple[dict[str, tuple[float, float, int]], int]:
+    """Spearman ``(ρ, p, n)`` of (α, loss) and (α, error) over the rows labelled critical, and over
+    one row per distinct critical point (``*_distinct``); plus the number of distinct points."""
+    clusters = cluster_ids(df["status"], df.get("n_negative", [None] * len(df)),
+                           df.get("n_zero", [None] * len(df)), df["loss"])
+    distinct = df.assign(cluster=clusters).dropna(subset=["cluster"]).drop_duplicates("cluster")
+    rho = {}
+    for name in ("loss", "error"):
+        has = name in df.columns and df[name].notna().any()
+        for suffix, rows in (("", df), ("_distinct", distinct)):
+            rho[name + suffix] = (plots.spearman_rho(rows, "index", name) if has
+                                  else (math.nan, math.nan, 0))
+    return rho, len(distinct)
 
 
 def select_checkpoints(paths: list[Path], choice: CheckpointChoice) -> list[Path]:
@@ -371,17 +391,12 @@ def run_study(study: Study, *, device: str | None = None, progress: bool = True,
         figures = _figures(study, store, output / "figures", tracker, log)
         df = store.critical_points()
         counts = dict(Counter(df["status"].dropna()))
-        clusters = cluster_ids(df["status"], df.get("n_negative", [None] * len(df)),
-                               df.get("n_zero", [None] * len(df)), df["loss"])
-        n_distinct = len({c for c in clusters if c is not None})
-        rho_loss = plots.spearman_rho(df, "index", "loss")
-        rho_error = (plots.spearman_rho(df, "index", "error") if df["error"].notna().any()
-                     else (math.nan, math.nan, 0))
+        rho, n_distinct = epsilon_alpha_rhos(df)
         summary = {f"n_{s.replace('-', '_')}": n for s, n in counts.items()}
-        summary["n_distinct_critical"] = n_distinct
-        summary |= {"spearman_rho_loss": rho_loss[0], "spearman_rho_error": rho_error[0],
-                    "results_computed": analysis.computed, "results_skipped": analysis.skipped}
+        summary |= {f"spearman_rho_{k}": v[0] for k, v in rho.items()}
+        summary |= {"n_distinct_critical": n_distinct, "results_computed": analysis.computed,
+                    "results_skipped": analysis.skipped}
         tracker.log_metrics({k: v for k, v in summary.items()
                              if v is not None and not (isinstance(v, float) and math.isnan(v))})
     return StudyOutcome(store.path, figures, analysis.computed, analysis.skipped, counts,
-                        n_distinct, rho_loss, rho_error, run_id, tracker.tracking_uri, invocation)
+                        n_distinct, rho, run_id, tracker.tracking_uri, invocation)
