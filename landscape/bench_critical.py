@@ -96,19 +96,20 @@ def run(methods, n_starts: int, iterations: int, l2: float, per_checkpoint: int)
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--starts", type=int, default=20, help="autoencoder starts")
+    parser.add_argument("--starts", type=int, default=10, help="autoencoder starts")
     parser.add_argument("--per-checkpoint", type=int, default=1,
                         help="perturbed starts per MLP checkpoint")
-    parser.add_argument("--iterations", type=int, default=200)
-    parser.add_argument("--l2", type=float, default=1e-3)
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--l2", type=float, default=0.1)
     args = parser.parse_args(argv)
     table = run(args.methods.split(","), args.starts, args.iterations, args.l2,
                 args.per_checkpoint)
-    keys = list(next(iter(table.values())).keys())
+    keys = list(dict.fromkeys(k for row in table.values() for k in row))
     print("| problem | method | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 2) + "|")
     for (name, method), row in table.items():
-        cells = [f"{row[k]:.2f}" if isinstance(row[k], float) else str(row[k]) for k in keys]
+        cells = [f"{row[k]:.2f}" if isinstance(row.get(k), float) else str(row.get(k, "—"))
+                 for k in keys]
         print(f"| {name} | {method} | " + " | ".join(cells) + " |")
 
 

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from landscape.critical.search import DEFAULT_METHOD, METHODS
 from landscape.optim import OPTIMIZER_HELP
 
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False)
@@ -135,8 +136,7 @@ def spectrum(
 @app.command()
 def critical(
     target: Path = typer.Argument(..., help="A checkpoint file or a run directory."),
-    method: str = typer.Option("levenberg-marquardt", help="levenberg-marquardt, newton-mr, "
-                                                           "damped-newton or gnm."),
+    method: str = typer.Option(DEFAULT_METHOD, help="One of: " + ", ".join(METHODS) + "."),
     radii: str = typer.Option("0", help="Comma-separated relative perturbation radii."),
     per_radius: int = typer.Option(2, min=1, help="Starts per non-zero radius."),
     n_samples: int = typer.Option(None, min=1, help="Evaluation set: first N training samples."),
@@ -237,10 +237,10 @@ def bench_curvature(device: str = typer.Option("cpu"), models: str = typer.Optio
 
 
 @bench_app.command("critical")
-def bench_critical(starts: int = typer.Option(20, help="Linear-autoencoder starts."),
-                   iterations: int = typer.Option(200, help="Iteration cap per search."),
-                   l2: float = typer.Option(1e-3, help="L2 coefficient of the MLP problem."),
-                   methods: str = typer.Option("levenberg-marquardt,newton-mr,damped-newton,gnm"),
+def bench_critical(starts: int = typer.Option(10, help="Linear-autoencoder starts."),
+                   iterations: int = typer.Option(300, help="Iteration cap per search."),
+                   l2: float = typer.Option(0.1, help="L2 coefficient of the MLP problem."),
+                   methods: str = typer.Option(",".join(METHODS), help="Comma-separated."),
                    ) -> None:
     """Critical-point methods on the linear autoencoder and a digits MLP."""
     from landscape.bench_critical import main

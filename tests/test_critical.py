@@ -172,13 +172,14 @@ def test_closed_form_matches_dense_hessian_at_every_analytic_critical_point(auto
         assert count_inertia(eigenvalues, 1e-8).n_negative == cp.n_negative
 
 
-def test_autoencoder_searches_recover_closed_form_critical_points(autoencoder):
+@pytest.mark.parametrize("method", ["eigenvector-following", "levenberg-marquardt"])
+def test_autoencoder_searches_recover_closed_form_critical_points(autoencoder, method):
     obj, values, _ = autoencoder
     analytic = analytic_critical_points(values, P)
     g = torch.Generator().manual_seed(1)
     starts = [Start(0.5 * torch.randn(obj.num_params, generator=g, dtype=F64), f"r{i}", "random")
               for i in range(20)]
-    points = find_critical_points(obj, starts, progress=False)
+    points = find_critical_points(obj, starts, method, progress=False)
     critical = [p for p in points if p.status == "critical"]
     matched = 0
     for p in critical:
@@ -234,3 +235,59 @@ def test_newton_mr_step_is_minus_pinv_h_g_when_g_has_a_kernel_part():
     torch.testing.assert_close(step.theta - theta, expected, rtol=1e-6, atol=1e-8)
     kernel = q[:, 45:]
     assert float((kernel.T @ (step.theta - theta)).norm()) < 1e-8
+
+
+# ---------------------------------------------------------------- eigenvector following
+def double_well(t):
+    """(x² − 1)² + (y² − 1)²: minima (±1, ±1), index-1 saddles (0, ±1) and (±1, 0), maximum 0."""
+    return (t[0] ** 2 - 1) ** 2 + (t[1] ** 2 - 1) ** 2
+
+
+@pytest.mark.parametrize("start, index, expected", [
+    ((0.3, 0.8), 1, (0.0, 1.0)),
+    ((0.8, -0.3), 1, (1.0, 0.0)),
+    ((0.3, -0.2), 2, (0.0, 0.0)),
+    ((0.3, 0.4), 0, (1.0, 1.0)),
+])
+def test_eigenvector_following_reaches_the_saddle_of_the_asked_index(start, index, expected):
+    obj = toy_objective(double_well, 2)
+    point = find_critical_point(obj, torch.tensor(start, dtype=F64), "eigenvector-following",
+                                index=index)
+    assert point.status == "critical" and point.grad_norm <= 1e-12
+    torch.testing.assert_close(point.theta, torch.tensor(expected, dtype=F64), atol=1e-10,
+                               rtol=0)
+    [analysed] = find_critical_points(obj, [point.theta], progress=False)
+    assert analysed.n_negative == index
+
+
+def test_eigenvector_following_takes_the_start_index_on_an_indefinite_quadratic():
+    gen = torch.Generator().manual_seed(2)
+    q, _ = torch.linalg.qr(torch.randn(10, 10, generator=gen, dtype=F64))
+    values = torch.tensor([-2.0, -0.3, 0.1, 0.4, 1, 2, 3, 4, 5, 9], dtype=F64)
+    a = q @ torch.diag(values) @ q.T
+    center = torch.randn(10, generator=gen, dtype=F64)
+    obj = toy_objective(lambda t: 0.5 * (t - center) @ a @ (t - center), 10)
+    [point] = find_critical_points(obj, [center + 3 * torch.randn(10, generator=gen, dtype=F64)],
+                                   "eigenvector-following", progress=False)
+    assert point.status == "critical" and point.n_negative == 2
+    torch.testing.assert_close(point.theta, center, atol=1e-10, rtol=0)
+
+
+def test_eigenvector_following_leaves_the_gradient_flat_point_that_traps_lm():
+    """From x > −√2 Levenberg–Marquardt ends on Frye's flat point (√2, 0); minimising every mode
+    walks through it to the only critical point, the minimum (−3, 0)."""
+    obj = toy_objective(frye_quartic, 2)
+    start = torch.tensor([0.5, 0.3], dtype=F64)
+    assert find_critical_point(obj, start, "levenberg-marquardt").status == "gradient-flat"
+    point = find_critical_point(obj, start, "eigenvector-following", index=0)
+    assert point.status == "critical"
+    torch.testing.assert_close(point.theta, torch.tensor([-3.0, 0.0], dtype=F64), atol=1e-10,
+                               rtol=0)
+
+
+def test_eigenvector_following_refuses_nets_too_large_for_dense_hessians():
+    obj = toy_objective(saddle, 2)
+    with pytest.raises(ValueError, match="max_params"):
+        find_critical_point(obj, torch.ones(2, dtype=F64), "eigenvector-following", max_params=1)
+    with pytest.raises(ValueError, match="index must be"):
+        find_critical_point(obj, torch.ones(2, dtype=F64), "eigenvector-following", index=-1)

@@ -83,6 +83,21 @@ def test_lanczos_is_reproducible_under_a_seed(saddle_objective):
     assert torch.equal(a.eigenvalues, b.eigenvalues)
 
 
+def test_lanczos_restarts_after_breakdown_even_from_a_seed_zero_start():
+    """A multiple of the identity breaks down after one step; the restart vector must not be the
+    start again (both drawn from seed 0 before the fix: a NaN basis)."""
+    from landscape.linalg.lanczos import lanczos
+    from landscape.linalg.probes import as_generator, gaussian
+
+    a = -4.0 * torch.eye(5, dtype=torch.float64)
+    v0 = gaussian(1, 5, as_generator(0), dtype=torch.float64, device="cpu")
+    res = lanczos(lambda V: V @ a, v0, 5)
+    q = res.basis[0]
+    assert torch.isfinite(q).all()
+    torch.testing.assert_close(q @ q.T, torch.eye(5, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(res.ritz()[0][0], torch.full((5,), -4.0, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("method", ["hutchinson", "hutch++"])
 def test_trace_estimate_within_four_standard_errors(saddle_objective, method):
     obj, theta, dense = saddle_objective

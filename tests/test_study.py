@@ -275,7 +275,7 @@ def test_dauphin2014_epsilon_alpha_claim(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     df = open_store(tmp_path / "out" / "store.zarr", mode="r").critical_points()
     critical = df[df["status"] == "critical"]
-    assert len(critical) >= 3
+    assert len(critical) >= 20
     assert (critical["grad_norm"] <= 1e-8).all()
     from scipy.stats import spearmanr
     assert spearmanr(critical["index"], critical["loss"]).statistic >= 0.7

@@ -1,9 +1,9 @@
 """Critical-point finders: Newton-type searches on the gradient norm, with honest outcome labels.
 
-Owns the search driver and statuses (``search``), one module per method (Levenberg–Marquardt on
-∇L = 0, Newton-MR, Dauphin-style damped Newton, gradient-norm descent) and the closed-form deep
-linear autoencoder benchmark (``linear_autoencoder``). Imports nothing from storage, tracking or
-plotting.
+Owns the search driver and statuses (``search``), one module per method (eigenvector following,
+Levenberg–Marquardt on ∇L = 0, Newton-MR, Dauphin-style damped Newton, gradient-norm descent)
+and the closed-form deep linear autoencoder benchmark (``linear_autoencoder``). Imports nothing
+from storage, tracking or plotting.
 """
 
 from landscape.critical.search import (

@@ -28,6 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from landscape.critical.damped_newton import DampedNewton
+from landscape.critical.eigenvector_following import EigenvectorFollowing
 from landscape.critical.gnm import GradientNormDescent
 from landscape.critical.levenberg_marquardt import LevenbergMarquardt
 from landscape.critical.newton_mr import NewtonMR
@@ -42,8 +43,9 @@ METHODS = {
     "newton-mr": NewtonMR,
     "damped-newton": DampedNewton,
     "gnm": GradientNormDescent,
+    "eigenvector-following": EigenvectorFollowing,
 }
-DEFAULT_METHOD = "levenberg-marquardt"
+DEFAULT_METHOD = "eigenvector-following"
 STATUSES = ("critical", "gradient-flat", "max-iterations", "diverged")
 HISTORY_FIELDS = ("loss", "grad_norm_sq", "hg_norm", "flatness", "step_size", "inner")
 

@@ -36,7 +36,8 @@ class State:
 class Step:
     """An accepted step: the new θ with its loss and gradient, and what the method used.
 
-    ``step_size``: line-search α (Newton-MR, GNM), damping μ (LM) or γ (damped Newton).
+    ``step_size``: line-search α (Newton-MR, GNM), damping μ (LM), γ (damped Newton) or the
+    step length ‖Δθ‖ (eigenvector following).
     ``inner``: inner iterations (Krylov dimension or MINRES-QLP iterations).
     """
 

@@ -106,11 +106,24 @@ class Lanczos:
         scale = max(1.0, float(self._alpha[-1].abs().max()))
         broken = beta <= torch.finfo(w.dtype).eps * scale * 10
         if bool(broken.any()):
-            fresh = torch.randn(w.shape, generator=self._generator, dtype=w.dtype).to(w.device)
-            fresh = self._orthogonalise(fresh, m)
+            fresh = self._fresh_vectors(w, m)
             w = torch.where(broken[:, None], fresh, w)
             beta[broken] = 0.0  # the stored β_j: T decouples at this step
         return w / w.norm(dim=1, keepdim=True)
+
+    def _fresh_vectors(self, like: Tensor, m: int) -> Tensor:
+        """Random rows orthogonal to the first m basis vectors. A draw that falls (almost) inside
+        the basis — e.g. the start itself, when it came from a generator with the same seed —
+        is drawn again."""
+        fresh = like.new_zeros(like.shape)
+        todo = torch.ones(like.shape[0], dtype=torch.bool, device=like.device)
+        while bool(todo.any()):
+            draw = torch.randn(like.shape, generator=self._generator, dtype=like.dtype)
+            draw = self._orthogonalise(draw.to(like.device), m)
+            ok = todo & (draw.norm(dim=1) > 1e-3 * (like.shape[1] - m) ** 0.5)
+            fresh[ok] = draw[ok]
+            todo &= ~ok
+        return fresh
 
     def result(self) -> LanczosResult:
         return LanczosResult(alpha=torch.stack(self._alpha, dim=1),
