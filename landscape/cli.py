@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from landscape.critical.search import DEFAULT_METHOD, METHODS
+from landscape.critical.search import AUTO, DEFAULT_METHOD, METHODS
 from landscape.optim import OPTIMIZER_HELP
 
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False)
@@ -136,7 +136,9 @@ def spectrum(
 @app.command()
 def critical(
     target: Path = typer.Argument(..., help="A checkpoint file or a run directory."),
-    method: str = typer.Option(DEFAULT_METHOD, help="One of: " + ", ".join(METHODS) + "."),
+    method: str = typer.Option(DEFAULT_METHOD, help=f"One of: {', '.join(METHODS)}; {AUTO}: "
+                                                    "eigenvector-following up to 2,000 "
+                                                    "parameters, else levenberg-marquardt."),
     radii: str = typer.Option("0", help="Comma-separated relative perturbation radii."),
     per_radius: int = typer.Option(2, min=1, help="Starts per non-zero radius."),
     n_samples: int = typer.Option(None, min=1, help="Evaluation set: first N training samples."),

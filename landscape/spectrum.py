@@ -30,9 +30,9 @@ DEFAULT_INDEX_TOL = 1e-6
 TRACE_METHODS = ("hutchinson", "hutch++")
 
 __all__ = [
-    "DEFAULT_INDEX_TOL", "EigenPairs", "Inertia", "SpectralDensity", "Spectrum", "TraceEstimate",
-    "count_inertia", "estimate_trace", "extreme_eigenpairs", "full_spectrum", "smooth_density",
-    "spectral_density",
+    "DEFAULT_INDEX_TOL", "EigenPairs", "IndexEstimate", "Inertia", "SpectralDensity", "Spectrum",
+    "TraceEstimate", "count_inertia", "estimate_index", "estimate_trace", "extreme_eigenpairs",
+    "full_spectrum", "smooth_density", "spectral_density",
 ]
 
 
@@ -181,6 +181,68 @@ def extreme_eigenpairs(obj: Objective, theta: Tensor, k: int = 1, which: str = "
     residuals = (obj.hvp(theta, ritz_vectors) - ritz_values[:, None] * ritz_vectors).norm(dim=1)
     return EigenPairs(ritz_values, ritz_vectors, residuals,
                       residuals <= tol * ritz_values.abs(), process.steps + k)
+
+
+@dataclass(frozen=True)
+class IndexEstimate:
+    """Index α from the Lanczos extremes, for nets too large for a dense spectrum.
+
+    Attributes:
+        n_negative: Ritz values below ``−threshold`` among ``smallest``; by interlacing each
+            Ritz value is ≥ its eigenvalue, so this never overcounts.
+        threshold: ``tol · scale`` with ``scale = max(|λ_min|, |λ_max|)``.
+        complete: the largest of ``smallest`` is ≥ −threshold, so every negative eigenvalue was
+            reached. A multiple eigenvalue is found once (single-vector Krylov), so even a
+            complete count is a lower bound at degenerate points.
+        smallest: ascending Ritz values ``[k]``; ``residuals``: their ``‖Hv − λv‖``.
+        n_matvecs: Hessian-vector products spent.
+    """
+
+    n_negative: int
+    num_params: int
+    tol: float
+    threshold: float
+    scale: float
+    complete: bool
+    smallest: Tensor
+    residuals: Tensor
+    n_matvecs: int
+
+    @property
+    def index(self) -> float:
+        return self.n_negative / self.num_params
+
+    def n_negative_at(self, tol: float) -> int | None:
+        """The count at another relative tolerance; None if the Ritz values do not reach it."""
+        threshold = tol * self.scale
+        if float(self.smallest[-1]) < -threshold and self.smallest.numel() < self.num_params:
+            return None
+        return int((self.smallest < -threshold).sum())
+
+
+def estimate_index(obj: Objective, theta: Tensor, *, tol: float = DEFAULT_INDEX_TOL,
+                   max_k: int = 256, seed: Seed = 0) -> IndexEstimate:
+    """Count the negative Hessian eigenvalues (below ``−tol·max|λ|``) matrix-free.
+
+    The smallest k eigenvalues are computed by Lanczos for k = 8, 16, 32, … until the k-th is no
+    longer negative (``complete``) or k reaches ``max_k`` (then the count is a lower bound).
+    Cost: a few hundred HVPs per doubling; for an index beyond ``max_k`` use ``spectral_density``.
+    """
+    n = obj.num_params
+    top = extreme_eigenpairs(obj, theta, 1, "largest", seed=seed)
+    k, spent = min(8, n), top.n_matvecs
+    while True:
+        low = extreme_eigenpairs(obj, theta, k, "smallest", seed=seed)
+        spent += low.n_matvecs
+        values = low.eigenvalues
+        scale = max(abs(float(top.eigenvalues[0])), abs(float(values[0])))
+        threshold = tol * scale
+        complete = float(values[-1]) >= -threshold or k == n
+        if complete or k >= min(max_k, n):
+            break
+        k = min(2 * k, max_k, n)
+    return IndexEstimate(int((values < -threshold).sum()), n, tol, threshold, scale, complete,
+                         values, low.residuals, spent)
 
 
 def estimate_trace(obj: Objective, theta: Tensor, n_probes: int = 99, method: str = "hutch++", *,

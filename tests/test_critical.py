@@ -291,3 +291,21 @@ def test_eigenvector_following_refuses_nets_too_large_for_dense_hessians():
         find_critical_point(obj, torch.ones(2, dtype=F64), "eigenvector-following", max_params=1)
     with pytest.raises(ValueError, match="index must be"):
         find_critical_point(obj, torch.ones(2, dtype=F64), "eigenvector-following", index=-1)
+
+
+def test_large_net_analysis_takes_the_index_from_lanczos():
+    """Past ``dense_max_params`` the index comes matrix-free and agrees with the dense count."""
+    from landscape.critical.search import analyse
+
+    gen = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(40, 40, generator=gen, dtype=F64))
+    values = torch.cat([-torch.linspace(1, 3, 11, dtype=F64), torch.linspace(0.5, 9, 29,
+                                                                            dtype=F64)])
+    a = q @ torch.diag(values) @ q.T
+    obj = toy_objective(lambda t: 0.5 * t @ a @ t, 40)
+    point = find_critical_point(obj, torch.randn(40, generator=gen, dtype=F64))
+    dense, lanczos = analyse(obj, point), analyse(obj, point, dense_max_params=10)
+    assert (dense.index_method, lanczos.index_method) == ("dense", "lanczos")
+    assert dense.n_negative == lanczos.n_negative == 11
+    assert lanczos.index_stable and lanczos.certified
+    assert lanczos.eigenvalues is None and lanczos.n_zero is None

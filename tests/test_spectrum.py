@@ -83,6 +83,22 @@ def test_lanczos_is_reproducible_under_a_seed(saddle_objective):
     assert torch.equal(a.eigenvalues, b.eigenvalues)
 
 
+def test_matrix_free_index_equals_the_dense_count(saddle_objective):
+    from landscape.spectrum import estimate_index
+
+    obj, theta, dense = saddle_objective
+    tol = 1e-4
+    expected = count_inertia(dense, tol).n_negative
+    assert 8 < expected < obj.num_params // 2  # needs at least one doubling of k
+    est = estimate_index(obj, theta, tol=tol, seed=0)
+    assert est.complete and est.n_negative == expected
+    assert est.index == pytest.approx(expected / obj.num_params)
+    assert est.scale == pytest.approx(float(dense.abs().max()), rel=1e-8)
+    capped = estimate_index(obj, theta, tol=tol, max_k=8, seed=0)
+    assert not capped.complete and capped.n_negative == 8  # a lower bound, said so
+    assert capped.n_negative_at(tol) is None
+
+
 def test_lanczos_restarts_after_breakdown_even_from_a_seed_zero_start():
     """A multiple of the identity breaks down after one step; the restart vector must not be the
     start again (both drawn from seed 0 before the fix: a NaN basis)."""

@@ -193,6 +193,28 @@ def test_tiny_study_end_to_end(tmp_path):
         run_study(changed, progress=False, log=lambda _: None)
 
 
+def test_target_indices_search_each_start_once_per_index(tmp_path):
+    study = load_study(write(tmp_path, tiny_study(
+        tmp_path, **{"passes.critical.radii": [0], "passes.critical.indices": [0, 2],
+                     "passes.critical.method": "eigenvector-following", "passes.spectrum": None,
+                     "figures": ["epsilon_alpha"], "tracking.enabled": False})))
+    outcome = run_study(study, progress=False, log=lambda _: None)
+    df = open_store(outcome.store_path, mode="r").critical_points()
+    assert list(df["item"]) == ["000-r0-k0", "001-r0-k2"]
+    assert list(df["target_index"]) == [0, 2]
+    critical = df[df["status"] == "critical"]
+    assert len(critical) == 2
+    assert (critical["n_negative"] == critical["target_index"]).all()
+    assert critical["loss"].is_monotonic_increasing  # higher index, higher loss (one start)
+
+
+def test_target_indices_need_eigenvector_following(tmp_path):
+    path = write(tmp_path, tiny_study(tmp_path, **{"passes.critical.indices": [1],
+                                                   "passes.critical.method": "newton-mr"}))
+    with pytest.raises(StudyError, match="passes.critical: 'indices'.*eigenvector-following"):
+        load_study(path)
+
+
 def test_unreachable_tracking_still_writes_the_store(tmp_path):
     study = load_study(write(tmp_path, tiny_study(
         tmp_path, **{"tracking.uri": "http://127.0.0.1:9", "passes.critical.radii": [0],

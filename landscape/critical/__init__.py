@@ -7,6 +7,7 @@ from storage, tracking or plotting.
 """
 
 from landscape.critical.search import (
+    AUTO,
     DEFAULT_METHOD,
     METHODS,
     STATUSES,
@@ -17,9 +18,11 @@ from landscape.critical.search import (
     find_critical_point,
     find_critical_points,
     perturbed_starts,
+    resolve_method,
 )
 
 __all__ = [
-    "DEFAULT_METHOD", "METHODS", "STATUSES", "CriticalPoint", "Start", "Thresholds", "analyse",
-    "find_critical_point", "find_critical_points", "perturbed_starts",
+    "AUTO", "DEFAULT_METHOD", "METHODS", "STATUSES", "CriticalPoint", "Start", "Thresholds",
+    "analyse", "find_critical_point", "find_critical_points", "perturbed_starts",
+    "resolve_method",
 ]

@@ -32,11 +32,11 @@ from landscape.critical.eigenvector_following import EigenvectorFollowing
 from landscape.critical.gnm import GradientNormDescent
 from landscape.critical.levenberg_marquardt import LevenbergMarquardt
 from landscape.critical.newton_mr import NewtonMR
-from landscape.critical.steps import CountingObjective, State, newton_space
+from landscape.critical.steps import DENSE_MAX_PARAMS, CountingObjective, State, newton_space
 from landscape.linalg.lanczos import lanczos
 from landscape.linalg.probes import Seed, as_generator, gaussian
 from landscape.objective import NonFiniteLossError, Objective
-from landscape.spectrum import DEFAULT_INDEX_TOL, count_inertia, full_spectrum
+from landscape.spectrum import DEFAULT_INDEX_TOL, count_inertia, estimate_index, full_spectrum
 
 METHODS = {
     "levenberg-marquardt": LevenbergMarquardt,
@@ -45,7 +45,9 @@ METHODS = {
     "gnm": GradientNormDescent,
     "eigenvector-following": EigenvectorFollowing,
 }
-DEFAULT_METHOD = "eigenvector-following"
+AUTO = "auto"
+DEFAULT_METHOD = AUTO
+DENSE_INDEX_MAX_PARAMS = 5000
 STATUSES = ("critical", "gradient-flat", "max-iterations", "diverged")
 HISTORY_FIELDS = ("loss", "grad_norm_sq", "hg_norm", "flatness", "step_size", "inner")
 
@@ -73,7 +75,8 @@ class CriticalPoint:
         loss, grad_norm: L and ‖g‖ at ``theta``; ``hg_norm``: ‖Hg‖; ``flatness``: ‖Hg‖/(‖H‖‖g‖).
         history: per-iteration tensors ``loss, grad_norm_sq, hg_norm, flatness, step_size, inner``
             (index 0 is the start; ``step_size`` / ``inner`` of index 0 are NaN / 0).
-        index: fraction of negative Hessian eigenvalues at the relative tolerance ``index_tol``;
+        index: fraction of negative Hessian eigenvalues at the relative tolerance ``index_tol``,
+            from the dense spectrum or Lanczos (``index_method``, see ``analyse``);
             ``index_stable``: the count is unchanged at ``index_tol`` ×10 and ÷10.
         newton_step_norm: length of the minimum-norm Newton step from ``theta`` (the distance to
             the exact critical point to first order); ``certified``: critical, index stable and
@@ -104,6 +107,7 @@ class CriticalPoint:
     n_zero: int | None = None
     n_positive: int | None = None
     index_tol: float | None = None
+    index_method: str | None = None
     index_stable: bool | None = None
     eigenvalues: Tensor | None = field(default=None, repr=False)
     newton_step_norm: float | None = None
@@ -119,10 +123,16 @@ def hessian_norm(obj: Objective | CountingObjective, theta: Tensor, steps: int =
     return float(values.abs().max())
 
 
-def make_method(method: str, options: dict):
+def resolve_method(method: str, num_params: int) -> str:
+    """``"auto"`` → ``"eigenvector-following"`` up to ``DENSE_MAX_PARAMS`` parameters (it needs
+    the dense Hessian; best on the benchmark, see the README), else ``"levenberg-marquardt"``
+    (matrix-free). Other names are checked and returned unchanged."""
+    if method == AUTO:
+        return ("eigenvector-following" if num_params <= DENSE_MAX_PARAMS
+                else "levenberg-marquardt")
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    return METHODS[method](**options)
+        raise ValueError(f"unknown method {method!r}; choose one of {[AUTO, *sorted(METHODS)]}")
+    return method
 
 
 def find_critical_point(obj: Objective, theta0: Tensor, method: str = DEFAULT_METHOD, *,
@@ -130,11 +140,13 @@ def find_critical_point(obj: Objective, theta0: Tensor, method: str = DEFAULT_ME
                         **options) -> CriticalPoint:
     """Search for a critical point (minimum or saddle) of ``obj`` near ``theta0``.
 
-    ``options`` go to the method's constructor (see ``METHODS``). Float64 objectives are strongly
+    ``method``: a name of ``METHODS`` or ``"auto"`` (``resolve_method``; the result records the
+    method used). ``options`` go to the method's constructor. Float64 objectives are strongly
     advised: the default ``grad_tol`` is below float32's noise floor.
     """
     th = thresholds or Thresholds()
-    stepper = make_method(method, options)
+    method = resolve_method(method, obj.num_params)
+    stepper = METHODS[method](**options)
     counted = CountingObjective(obj)
     start_time = time.perf_counter()
     theta = theta0.to(obj.device, obj.dtype).clone()
@@ -251,8 +263,15 @@ def perturbed_starts(theta: Tensor, radii: Sequence[float], n_per_radius: int, *
 
 
 def analyse(obj: Objective, point: CriticalPoint, *, index_tol: float = DEFAULT_INDEX_TOL,
-            keep_eigenvalues: bool = True, max_dim: int = 300) -> CriticalPoint:
-    """Add error, dense-spectrum index (with stability over tol ×10 / ÷10) and certification."""
+            keep_eigenvalues: bool = True, max_dim: int = 300,
+            dense_max_params: int = DENSE_INDEX_MAX_PARAMS, seed: Seed = 0) -> CriticalPoint:
+    """Add error, index (with stability over tol ×10 / ÷10) and certification.
+
+    The index comes from the dense spectrum up to ``dense_max_params`` parameters
+    (``index_method = "dense"``), else from Lanczos extremes (``spectrum.estimate_index``:
+    ``"lanczos"``, or ``"lanczos-lower-bound"`` when the negative part was not reached; the
+    near-zero and positive counts and the eigenvalues are then not known and left None).
+    """
     if point.status == "diverged":
         return point
     theta = point.theta
@@ -260,10 +279,18 @@ def analyse(obj: Objective, point: CriticalPoint, *, index_tol: float = DEFAULT_
         error = obj.error(theta)
     except ValueError:
         error = None
-    spec = full_spectrum(obj, theta, tol=index_tol)
-    inertia = spec.inertia
-    stable = all(count_inertia(spec.eigenvalues, t).n_negative == inertia.n_negative
-                 for t in (index_tol / 10, index_tol * 10))
+    if obj.num_params <= dense_max_params:
+        spec = full_spectrum(obj, theta, tol=index_tol)
+        inertia, eigenvalues, method = spec.inertia, spec.eigenvalues.cpu(), "dense"
+        n_negative, n_zero, n_positive = inertia.n_negative, inertia.n_zero, inertia.n_positive
+        stable = all(count_inertia(spec.eigenvalues, t).n_negative == n_negative
+                     for t in (index_tol / 10, index_tol * 10))
+    else:
+        est = estimate_index(obj, theta, tol=index_tol, seed=seed)
+        n_negative, n_zero, n_positive, eigenvalues = est.n_negative, None, None, None
+        method = "lanczos" if est.complete else "lanczos-lower-bound"
+        stable = est.complete and all(est.n_negative_at(t) == n_negative
+                                      for t in (index_tol / 10, index_tol * 10))
     step_norm = math.nan
     if point.grad_norm > 0:
         space = newton_space(obj, theta, obj.grad(theta), max_dim=max_dim)
@@ -272,10 +299,11 @@ def analyse(obj: Objective, point: CriticalPoint, *, index_tol: float = DEFAULT_
         step_norm = 0.0
     certified = (point.status == "critical" and stable
                  and step_norm <= 1e-6 * max(1.0, float(theta.norm())))
-    return replace(point, error=error, index=inertia.index, n_negative=inertia.n_negative,
-                   n_zero=inertia.n_zero, n_positive=inertia.n_positive, index_tol=index_tol,
-                   index_stable=stable, eigenvalues=spec.eigenvalues.cpu() if keep_eigenvalues
-                   else None, newton_step_norm=step_norm, certified=certified)
+    return replace(point, error=error, index=n_negative / obj.num_params, n_negative=n_negative,
+                   n_zero=n_zero, n_positive=n_positive, index_tol=index_tol,
+                   index_method=method, index_stable=stable,
+                   eigenvalues=eigenvalues if keep_eigenvalues else None,
+                   newton_step_norm=step_norm, certified=certified)
 
 
 def cluster_ids(statuses: Sequence[str], n_negative: Sequence[int | None],
@@ -318,12 +346,14 @@ def find_critical_points(obj: Objective, starts: Sequence[Start | Tensor],
     """Run one search per start (θ tensors or ``Start``s) and analyse every non-diverged end point.
 
     A diverging search is labelled ``"diverged"`` and does not stop the others. Each end point gets
-    its classification error, index from the dense spectrum, stability and certification;
+    its classification error, index (dense or Lanczos, see ``analyse``), stability and
+    certification;
     duplicates among critical points share a ``cluster`` id.
     """
     items = [s if isinstance(s, Start) else Start(s, f"start-{i}") for i, s in enumerate(starts)]
     results = []
-    bar = tqdm(items, desc=f"critical points ({method})", disable=not progress, unit="start")
+    bar = tqdm(items, desc=f"critical points ({resolve_method(method, obj.num_params)})",
+               disable=not progress, unit="start")
     for item in bar:
         point = find_critical_point(obj, item.theta, method, thresholds=thresholds,
                                     label=item.label, **options)

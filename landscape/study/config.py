@@ -46,7 +46,7 @@ from pydantic import (
     model_validator,
 )
 
-from landscape.critical.search import DEFAULT_METHOD, METHODS
+from landscape.critical.search import AUTO, DEFAULT_METHOD, METHODS
 from landscape.data import DataSpec
 from landscape.models import parse_model_spec
 from landscape.optim import OPTIMIZER_HELP
@@ -111,11 +111,14 @@ class _Pass(_Strict):
 
 class CriticalPass(_Pass):
     """Critical-point searches from each checkpoint and ``per_radius`` perturbations of it per
-    non-zero radius (relative: ‖δ‖ ≈ r‖θ‖); thresholds as in ``critical.Thresholds``."""
+    non-zero radius (relative: ‖δ‖ ≈ r‖θ‖); thresholds as in ``critical.Thresholds``.
+    ``indices``: with eigenvector following, search from every start once per target index k
+    (None: each start's own index)."""
 
     method: str = DEFAULT_METHOD
     radii: list[NonNegativeFloat] = Field(default_factory=lambda: [0.0], min_length=1)
     per_radius: PositiveInt = 1
+    indices: list[NonNegativeInt] | None = Field(default=None, min_length=1)
     l2: NonNegativeFloat = 1e-3
     max_iterations: PositiveInt = 200
     grad_tol: PositiveFloat = 1e-8
@@ -124,7 +127,14 @@ class CriticalPass(_Pass):
     @field_validator("method")
     @classmethod
     def _known(cls, method: str) -> str:
-        return _one_of(method, METHODS, "method")
+        return _one_of(method, [AUTO, *METHODS], "method")
+
+    @model_validator(mode="after")
+    def _indices_need_eigenvector_following(self) -> CriticalPass:
+        if self.indices is not None and self.method != "eigenvector-following":
+            raise ValueError("'indices' (target indices) needs method: eigenvector-following; "
+                             f"got method {self.method!r}")
+        return self
 
 
 class SpectrumPass(_Pass):

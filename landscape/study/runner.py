@@ -8,11 +8,12 @@ Results per checkpoint (``runs/<run>/checkpoints/<step-…>/<pass>[/<item>]`` in
 
 * ``metrics``: the checkpoint's step, epoch and saved train/test loss and error (no arrays);
 * ``spectrum``: ``eigenvalues [eigenvalue]`` of the dense Hessian; attrs loss, error, inertia, index;
-* ``critical/<NNN>-r<radius>``: one search each — arrays ``theta [param]``, ``start [param]``,
+* ``critical/<NNN>-r<radius>[-k<index>]``: one search each (``-k``: the index targeted by
+  eigenvector following, when the pass lists ``indices``) — arrays ``theta [param]``, ``start [param]``,
   ``eigenvalues [eigenvalue]`` (dense spectrum at the end point) and the history
   ``loss, grad_norm_sq, hg_norm, flatness, step_size, inner [iteration]``; attrs every scalar of
   ``critical.CriticalPoint`` (status, loss, error, index, grad_norm, …), the thresholds, the start
-  (label, kind, radius), the objective (l2, n_samples) and ``invocation``.
+  (label, kind, radius), ``target_index``, the objective (l2, n_samples) and ``invocation``.
 
 Every result also records ``invocation`` (the id of the study invocation that wrote it), so a
 resumed study shows what it recomputed, and pass results their ``options`` (the pass's config but
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -51,7 +53,8 @@ from landscape.train import TrainConfig, config_dict, train
 MANIFEST = "training.json"
 Log = Callable[[str], None]
 
-__all__ = ["StudyOutcome", "critical_key_items", "run_study", "select_checkpoints"]
+__all__ = ["StudyOutcome", "critical_key_items", "critical_searches", "run_study",
+           "select_checkpoints"]
 
 
 @dataclass(frozen=True)
@@ -268,9 +271,9 @@ class _Analysis:
 
     def _critical(self, run: str, path: Path) -> None:
         cfg = self.study.passes.critical
-        keys = critical_key_items(run, path.stem, cfg.radii, cfg.per_radius)
+        searches = critical_searches(run, path.stem, cfg.radii, cfg.per_radius, cfg.indices)
         options = _options(cfg)
-        todo = [(i, key) for i, key in enumerate(keys) if not self._done(key, options)]
+        todo = [item for item in searches if not self._done(item[0], options)]
         if not todo:
             return
         obj = self._problem(path, cfg.n_samples, cfg.l2).objective
@@ -280,16 +283,17 @@ class _Analysis:
         thresholds = Thresholds(grad_tol=cfg.grad_tol, max_iterations=cfg.max_iterations)
         bar = tqdm(todo, desc=f"critical points {run}/{path.stem}", unit="search",
                    disable=not self.progress)
-        for i, key in bar:
+        for key, i, index in bar:
             start = starts[i]
             point = find_critical_point(obj, start.theta, cfg.method, thresholds=thresholds,
-                                        label=start.label)
+                                        label=start.label,
+                                        **({} if index is None else {"index": index}))
             point = analyse(obj, point, index_tol=cfg.index_tol)
             arrays, dims, attrs = _point_record(point)
             arrays["start"] = start.theta.cpu().numpy()
             dims["start"] = ("param",)
-            attrs |= {"start_kind": start.kind, "radius": start.radius, "l2": cfg.l2,
-                      "n_samples": obj.num_samples, "device": str(obj.device)}
+            attrs |= {"start_kind": start.kind, "radius": start.radius, "target_index": index,
+                      "l2": cfg.l2, "n_samples": obj.num_samples, "device": str(obj.device)}
             self._write(key, arrays, attrs, dims, options)
             bar.set_postfix(status=point.status, grad_norm=f"{point.grad_norm:.1e}")
 
@@ -310,15 +314,27 @@ def _options(cfg) -> dict:
     return json_safe(cfg.model_dump(mode="json", exclude={"checkpoints"}))
 
 
-def critical_key_items(run: str, checkpoint: str, radii: list[float],
-                       per_radius: int) -> list[str]:
-    """Store keys of the searches from one checkpoint, in ``perturbed_starts`` order:
-    item ``<NNN>-r<radius>``."""
-    items = []
+def critical_searches(run: str, checkpoint: str, radii: list[float], per_radius: int,
+                      indices: list[int] | None = None) -> list[tuple[str, int, int | None]]:
+    """The searches from one checkpoint as ``(store key, start number, target index)``, starts in
+    ``perturbed_starts`` order, each once per target index (once with None if ``indices`` is
+    None). Items are ``<NNN>-r<radius>`` or ``<NNN>-r<radius>-k<index>``, NNN counting searches."""
+    radius_of = []
     for r in radii:
-        items += [f"r{r:g}"] * (1 if r == 0 else per_radius)
-    return [Store.key(run, checkpoint, "critical", f"{i:03d}-{item}")
-            for i, item in enumerate(items)]
+        radius_of += [r] * (1 if r == 0 else per_radius)
+    targets = [None] if indices is None else indices
+    searches = []
+    for i, r in enumerate(radius_of):
+        for k in targets:
+            item = f"{len(searches):03d}-r{r:g}" + ("" if k is None else f"-k{k}")
+            searches.append((Store.key(run, checkpoint, "critical", item), i, k))
+    return searches
+
+
+def critical_key_items(run: str, checkpoint: str, radii: list[float], per_radius: int,
+                       indices: list[int] | None = None) -> list[str]:
+    """Store keys of ``critical_searches``, in order."""
+    return [key for key, _, _ in critical_searches(run, checkpoint, radii, per_radius, indices)]
 
 
 def _figures(study: Study, store: Store, folder: Path, tracker: Tracker, log: Log
@@ -342,6 +358,9 @@ def _figures(study: Study, store: Store, folder: Path, tracker: Tracker, log: Lo
             log(f"figure {name}: nothing to draw yet (no data in the store)")
             continue
         fig = draw()
+        if fig is None:
+            log(f"figure {name}: nothing to draw (no full spectra in the store)")
+            continue
         out[name] = folder / f"{name}.png"
         fig.savefig(out[name], dpi=120)
         tracker.log_figure(fig, f"figures/{name}.png")
@@ -349,10 +368,16 @@ def _figures(study: Study, store: Store, folder: Path, tracker: Tracker, log: Lo
 
 
 def _spectra_figure(store: Store, critical: pd.DataFrame):
+    """Full spectra only: points analysed by Lanczos (large nets) have none and are left out."""
     eps_column = "error" if critical["error"].notna().all() else "loss"
-    spectra = [store.read_result(Store.key(r.run, r.checkpoint, "critical", r.item)
-                                 ).arrays["eigenvalues"] for r in critical.itertuples()]
-    return plots.spectra_by_error_band(spectra, critical[eps_column].to_numpy(float))
+    spectra, eps = [], []
+    for row, value in zip(critical.itertuples(), critical[eps_column].to_numpy(float),
+                          strict=True):
+        arrays = store.read_result(Store.key(row.run, row.checkpoint, "critical", row.item)).arrays
+        if "eigenvalues" in arrays:
+            spectra.append(arrays["eigenvalues"])
+            eps.append(value)
+    return plots.spectra_by_error_band(spectra, np.asarray(eps)) if spectra else None
 
 
 def run_study(study: Study, *, device: str | None = None, progress: bool = True,
