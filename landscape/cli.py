@@ -56,7 +56,8 @@ def train(
     n_train: int = typer.Option(None, min=1, help="Use only the first N training samples."),
     seed: int = typer.Option(0, help="Seed for initialisation, batch order and noise."),
     checkpoint_every: int = typer.Option(1, min=1, help="Save every K epochs."),
-    early_checkpoints: int = typer.Option(4, min=0, help="Log-spaced saves in epoch 1."),
+    early_checkpoints: int = typer.Option(4, min=0, help="Log-spaced saves before the first "
+                                                          "regular one."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     track: bool = typer.Option(False, help="Log the training curves (train/test loss and error "
                                            "at every checkpoint) to MLflow."),

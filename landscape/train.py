@@ -1,6 +1,6 @@
 """Training loop that writes checkpoints, deterministic under a seed.
 
-Owns the checkpoint schedule (log-spaced early steps plus every ``checkpoint_every`` epochs and the
+Owns the checkpoint schedule (log-spaced early steps, every ``checkpoint_every`` epochs and the
 final step), minibatch order (a seeded ``torch.Generator``), and the metrics saved with each
 checkpoint (full train/test loss and error, model in eval mode). Optimizers come from
 ``landscape.optim``; MLflow logging is optional and goes through a callback so this module does not
@@ -52,13 +52,15 @@ class TrainConfig:
 
 
 def checkpoint_steps(steps_per_epoch: int, epochs: int, every: int, early: int) -> set[int]:
-    """Steps to save: ``early`` log-spaced steps within the first epoch, the end of every
-    ``every``-th epoch, and the last step."""
+    """Steps to save: ``early`` log-spaced steps before the first regular save (within the first
+    ``every`` epochs, so full-batch runs get early saves too), the end of every ``every``-th
+    epoch, and the last step."""
     total = steps_per_epoch * epochs
     steps = {steps_per_epoch * e for e in range(every, epochs + 1, every)} | {total}
-    if early > 0 and steps_per_epoch > 1:
+    window = min(steps_per_epoch * every, total)
+    if early > 0 and window > 1:
         steps |= {max(1, round(math.exp(v))) for v in
-                  torch.linspace(0, math.log(steps_per_epoch), early + 1)[:-1].tolist()}
+                  torch.linspace(0, math.log(window), early + 1)[:-1].tolist()}
     return steps
 
 

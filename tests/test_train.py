@@ -11,7 +11,11 @@ from landscape.train import TrainConfig, checkpoint_steps, train
 def test_checkpoint_schedule():
     assert checkpoint_steps(10, 3, 1, 0) == {10, 20, 30}
     steps = checkpoint_steps(100, 4, 2, 3)
-    assert {200, 400} <= steps and {1} <= steps and max(s for s in steps if s < 100) < 100
+    assert {200, 400} <= steps and {1} <= steps and max(s for s in steps if s < 200) < 200
+    assert len(steps) == 2 + 3
+    # full batch (one step per epoch): the early saves fall before the first regular one
+    assert checkpoint_steps(1, 300, 50, 3) == {1, 4, 14, 50, 100, 150, 200, 250, 300}
+    assert checkpoint_steps(1, 5, 1, 3) == {1, 2, 3, 4, 5}
 
 
 def test_training_is_deterministic_and_lowers_the_loss(tmp_path):
