@@ -291,6 +291,8 @@ def test_eigenvector_following_refuses_nets_too_large_for_dense_hessians():
         find_critical_point(obj, torch.ones(2, dtype=F64), "eigenvector-following", max_params=1)
     with pytest.raises(ValueError, match="index must be"):
         find_critical_point(obj, torch.ones(2, dtype=F64), "eigenvector-following", index=-1)
+    with pytest.raises(ValueError, match="exceeds the number of parameters"):
+        find_critical_point(obj, torch.ones(2, dtype=F64), "eigenvector-following", index=3)
 
 
 def test_large_net_analysis_takes_the_index_from_lanczos():

@@ -1,5 +1,5 @@
 """Eigenvector following to a saddle of a chosen index (Cerjan & Miller 1981; the per-mode step of
-Wales 1992/1994, as in his OPTIM program; Baker 1986's partitioned rational-function view).
+Wales 1992, 1994; Baker 1986's partitioned rational-function view).
 
 In H's eigenbasis ``H = V diag(λ) Vᵀ`` with gradient coefficients ``c = Vᵀg``, the k lowest modes
 are *maximised* and the rest *minimised*, each with the regularised Newton step::
@@ -65,6 +65,9 @@ class EigenvectorFollowing:
                 f"eigenvector-following builds the dense Hessian at every iterate; n = "
                 f"{obj.num_params:,} exceeds max_params = {self.max_params:,}. Raise max_params "
                 f"or use method='levenberg-marquardt' (matrix-free).")
+        if self.index is not None and self.index > obj.num_params:
+            raise ValueError(f"index {self.index} exceeds the number of parameters "
+                             f"{obj.num_params}")
         lam, vecs = torch.linalg.eigh(obj.hessian(state.theta))
         if self.index is None:
             self.index = int((lam < -self.index_tol * lam.abs().max()).sum())
