@@ -155,7 +155,7 @@ def critical(
     from landscape.problem import problem_from_checkpoint
 
     radius_values = [float(r) for r in radii.split(",")]
-    table = Table(title=f"critical-point searches ({method})")
+    table, methods = Table(), set()
     for col in ("start", "status", "loss", "error", "index α", "‖g‖", "iters", "certified"):
         table.add_column(col, justify="left" if col in ("start", "status") else "right")
     for path in _checkpoint_paths(target):
@@ -165,11 +165,13 @@ def critical(
         points = find_critical_points(problem.objective, starts, method,
                                       thresholds=Thresholds(grad_tol=grad_tol,
                                                             max_iterations=max_iterations))
+        methods |= {p.method for p in points}
         for p in points:
             table.add_row(p.label, p.status, f"{p.loss:.6g}",
                           "" if p.error is None else f"{p.error:.4f}",
                           "" if p.index is None else f"{p.index:.4f}", f"{p.grad_norm:.1e}",
                           str(p.iterations), "yes" if p.certified else "no")
+    table.title = f"critical-point searches ({', '.join(sorted(methods))})"
     console.print(table)
 
 
