@@ -347,8 +347,7 @@ def find_critical_points(obj: Objective, starts: Sequence[Start | Tensor],
 
     A diverging search is labelled ``"diverged"`` and does not stop the others. Each end point gets
     its classification error, index (dense or Lanczos, see ``analyse``), stability and
-    certification;
-    duplicates among critical points share a ``cluster`` id.
+    certification; duplicates among critical points share a ``cluster`` id.
     """
     items = [s if isinstance(s, Start) else Start(s, f"start-{i}") for i, s in enumerate(starts)]
     results = []

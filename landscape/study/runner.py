@@ -9,8 +9,9 @@ Results per checkpoint (``runs/<run>/checkpoints/<step-…>/<pass>[/<item>]`` in
 * ``metrics``: the checkpoint's step, epoch and saved train/test loss and error (no arrays);
 * ``spectrum``: ``eigenvalues [eigenvalue]`` of the dense Hessian; attrs loss, error, inertia, index;
 * ``critical/<NNN>-r<radius>[-k<index>]``: one search each (``-k``: the index targeted by
-  eigenvector following, when the pass lists ``indices``) — arrays ``theta [param]``, ``start [param]``,
-  ``eigenvalues [eigenvalue]`` (dense spectrum at the end point) and the history
+  eigenvector following, when the pass lists ``indices``) — arrays ``theta [param]``,
+  ``start [param]``, ``eigenvalues [eigenvalue]`` (dense spectrum at the end point; absent past
+  the dense limit) and the history
   ``loss, grad_norm_sq, hg_norm, flatness, step_size, inner [iteration]``; attrs every scalar of
   ``critical.CriticalPoint`` (status, loss, error, index, grad_norm, …), the thresholds, the start
   (label, kind, radius), ``target_index``, the objective (l2, n_samples) and ``invocation``.
