@@ -15,7 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from landscape.critical.search import AUTO, DEFAULT_METHOD, METHODS
+from landscape.critical.steps import DENSE_MAX_PARAMS
 from landscape.optim import OPTIMIZER_HELP
+from landscape.spectrum import DENSE_SPECTRUM_MAX_PARAMS
 
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False)
 bench_app = typer.Typer(help="Benchmarks (ratios measured in one process).", no_args_is_help=True)
@@ -99,7 +101,7 @@ def spectrum(
     top_k: int = typer.Option(5, min=1, help="Extreme eigenvalues to compute by Lanczos."),
     probes: int = typer.Option(99, min=3, help="HVPs for the Hutch++ trace."),
     dense: bool = typer.Option(None, help="Full dense spectrum (default: when it fits and "
-                                          "n ≤ 5000)."),
+                                          f"n ≤ {DENSE_SPECTRUM_MAX_PARAMS:,})."),
     tol: float = typer.Option(1e-6, help="Relative tolerance of the index α."),
     l2: float = typer.Option(0.0, help="L2 coefficient added to the loss."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
@@ -125,7 +127,7 @@ def spectrum(
     table.add_row("λmin", f"{float(low.eigenvalues[0]):.6g}")
     tr = estimate_trace(obj, theta, n_probes=probes, seed=seed)
     table.add_row("trace (Hutch++)", f"{tr.value:.6g} ± {tr.stderr:.2g}")
-    if dense if dense is not None else obj.num_params <= 5000:
+    if dense if dense is not None else obj.num_params <= DENSE_SPECTRUM_MAX_PARAMS:
         spec = full_spectrum(obj, theta, tol=tol)
         table.add_row("index α (dense)", f"{spec.index:.4g} ({spec.n_negative} neg / "
                                          f"{spec.n_zero} ~0 / {spec.n_positive} pos, "
@@ -138,8 +140,9 @@ def spectrum(
 def critical(
     target: Path = typer.Argument(..., help="A checkpoint file or a run directory."),
     method: str = typer.Option(DEFAULT_METHOD, help=f"One of: {', '.join(METHODS)}; {AUTO}: "
-                                                    "eigenvector-following up to 2,000 "
-                                                    "parameters, else levenberg-marquardt."),
+                                                    "eigenvector-following up to "
+                                                    f"{DENSE_MAX_PARAMS:,} parameters, else "
+                                                    "levenberg-marquardt."),
     radii: str = typer.Option("0", help="Comma-separated relative perturbation radii."),
     per_radius: int = typer.Option(2, min=1, help="Starts per non-zero radius."),
     n_samples: int = typer.Option(None, min=1, help="Evaluation set: first N training samples."),

@@ -27,10 +27,11 @@ from landscape.linalg.slq import slq
 from landscape.objective import Objective, check_dense_fits
 
 DEFAULT_INDEX_TOL = 1e-6
+DENSE_SPECTRUM_MAX_PARAMS = 5000  # default size limit for choosing a dense spectrum over Lanczos
 TRACE_METHODS = ("hutchinson", "hutch++")
 
 __all__ = [
-    "DEFAULT_INDEX_TOL", "EigenPairs", "IndexEstimate", "Inertia", "SpectralDensity", "Spectrum",
+    "DEFAULT_INDEX_TOL", "DENSE_SPECTRUM_MAX_PARAMS", "EigenPairs", "IndexEstimate", "Inertia", "SpectralDensity", "Spectrum",
     "TraceEstimate", "count_inertia", "estimate_index", "estimate_trace", "extreme_eigenpairs",
     "full_spectrum", "smooth_density", "spectral_density",
 ]

@@ -36,7 +36,13 @@ from landscape.critical.steps import DENSE_MAX_PARAMS, CountingObjective, State,
 from landscape.linalg.lanczos import lanczos
 from landscape.linalg.probes import Seed, as_generator, gaussian
 from landscape.objective import NonFiniteLossError, Objective
-from landscape.spectrum import DEFAULT_INDEX_TOL, count_inertia, estimate_index, full_spectrum
+from landscape.spectrum import (
+    DEFAULT_INDEX_TOL,
+    DENSE_SPECTRUM_MAX_PARAMS,
+    count_inertia,
+    estimate_index,
+    full_spectrum,
+)
 
 METHODS = {
     "levenberg-marquardt": LevenbergMarquardt,
@@ -47,7 +53,6 @@ METHODS = {
 }
 AUTO = "auto"
 DEFAULT_METHOD = AUTO
-DENSE_INDEX_MAX_PARAMS = 5000
 STATUSES = ("critical", "gradient-flat", "max-iterations", "diverged")
 HISTORY_FIELDS = ("loss", "grad_norm_sq", "hg_norm", "flatness", "step_size", "inner")
 
@@ -264,7 +269,7 @@ def perturbed_starts(theta: Tensor, radii: Sequence[float], n_per_radius: int, *
 
 def analyse(obj: Objective, point: CriticalPoint, *, index_tol: float = DEFAULT_INDEX_TOL,
             keep_eigenvalues: bool = True, max_dim: int = 300,
-            dense_max_params: int = DENSE_INDEX_MAX_PARAMS, seed: Seed = 0) -> CriticalPoint:
+            dense_max_params: int = DENSE_SPECTRUM_MAX_PARAMS, seed: Seed = 0) -> CriticalPoint:
     """Add error, index (with stability over tol ×10 / ÷10) and certification.
 
     The index comes from the dense spectrum up to ``dense_max_params`` parameters
