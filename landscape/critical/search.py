@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -246,24 +247,33 @@ class Start:
     radius: float = 0.0
 
 
+def start_radii(radii: Sequence[float], n_per_radius: int) -> list[float]:
+    """The radius of each start ``perturbed_starts`` makes, in order: radius 0 once, every other
+    radius ``n_per_radius`` times."""
+    out: list[float] = []
+    for r in radii:
+        if r < 0:
+            raise ValueError(f"radii must be non-negative; got {r}")
+        out += [float(r)] * (1 if r == 0 else n_per_radius)
+    return out
+
+
 def perturbed_starts(theta: Tensor, radii: Sequence[float], n_per_radius: int, *,
                      seed: Seed = 0, label: str = "start") -> list[Start]:
-    """Starts ``θ + δ`` with Gaussian δ of per-coordinate std ``r · ‖θ‖/√n`` (so ‖δ‖ ≈ r‖θ‖).
+    """Starts ``θ + δ`` with Gaussian δ of per-coordinate std ``r · ‖θ‖/√n`` (so ‖δ‖ ≈ r‖θ‖),
+    one per entry of ``start_radii``.
 
     Radius 0 gives θ itself once. Dauphin et al. 2014 started from training points plus noise.
     """
     generator = as_generator(seed)
     n = theta.numel()
     rms = float(theta.norm()) / math.sqrt(n)
-    starts = []
-    for r in radii:
-        if r < 0:
-            raise ValueError(f"radii must be non-negative; got {r}")
-        count = 1 if r == 0 else n_per_radius
-        for i in range(count):
-            noise = gaussian(1, n, generator, dtype=theta.dtype, device=theta.device)[0]
-            starts.append(Start(theta + r * rms * noise, f"{label}/r={r:g}/{i}", "perturbed"
-                                if r > 0 else "given", float(r)))
+    starts, seen = [], Counter()
+    for r in start_radii(radii, n_per_radius):
+        noise = gaussian(1, n, generator, dtype=theta.dtype, device=theta.device)[0]
+        starts.append(Start(theta + r * rms * noise, f"{label}/r={r:g}/{seen[r]}", "perturbed"
+                            if r > 0 else "given", r))
+        seen[r] += 1
     return starts
 
 

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from landscape import plots
 from landscape.checkpoints import list_checkpoints, load_checkpoint
 from landscape.critical import Thresholds, analyse, find_critical_point, perturbed_starts
-from landscape.critical.search import HISTORY_FIELDS, CriticalPoint, cluster_ids
+from landscape.critical.search import HISTORY_FIELDS, CriticalPoint, cluster_ids, start_radii
 from landscape.problem import Problem, problem_from_checkpoint
 from landscape.spectrum import full_spectrum
 from landscape.store import Store, json_safe, open_store, provenance
@@ -320,12 +320,9 @@ def critical_searches(run: str, checkpoint: str, radii: list[float], per_radius:
     """The searches from one checkpoint as ``(store key, start number, target index)``, starts in
     ``perturbed_starts`` order, each once per target index (once with None if ``indices`` is
     None). Items are ``<NNN>-r<radius>`` or ``<NNN>-r<radius>-k<index>``, NNN counting searches."""
-    radius_of = []
-    for r in radii:
-        radius_of += [r] * (1 if r == 0 else per_radius)
     targets = [None] if indices is None else indices
     searches = []
-    for i, r in enumerate(radius_of):
+    for i, r in enumerate(start_radii(radii, per_radius)):
         for k in targets:
             item = f"{len(searches):03d}-r{r:g}" + ("" if k is None else f"-k{k}")
             searches.append((Store.key(run, checkpoint, "critical", item), i, k))
