@@ -14,10 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from landscape.critical.search import AUTO, DEFAULT_METHOD, METHODS
+from landscape.critical.search import AUTO, DEFAULT_METHOD, METHODS, Thresholds
 from landscape.critical.steps import DENSE_MAX_PARAMS
 from landscape.optim import OPTIMIZER_HELP
-from landscape.spectrum import DENSE_SPECTRUM_MAX_PARAMS
+from landscape.spectrum import DEFAULT_INDEX_ATOL, DEFAULT_INDEX_TOL, DENSE_SPECTRUM_MAX_PARAMS
 
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False)
 bench_app = typer.Typer(help="Benchmarks (ratios measured in one process).", no_args_is_help=True)
@@ -102,7 +102,10 @@ def spectrum(
     probes: int = typer.Option(99, min=3, help="HVPs for the Hutch++ trace."),
     dense: bool = typer.Option(None, help="Full dense spectrum (default: when it fits and "
                                           f"n ≤ {DENSE_SPECTRUM_MAX_PARAMS:,})."),
-    tol: float = typer.Option(1e-6, help="Relative tolerance of the index α."),
+    tol: float = typer.Option(DEFAULT_INDEX_TOL, help="Relative tolerance of the index α "
+                                                     "(times max|λ|)."),
+    atol: float = typer.Option(DEFAULT_INDEX_ATOL, help="Absolute floor of the index "
+                                                       "threshold."),
     l2: float = typer.Option(0.0, help="L2 coefficient added to the loss."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
     seed: int = typer.Option(0, help="Seed of the stochastic estimators."),
@@ -128,10 +131,13 @@ def spectrum(
     tr = estimate_trace(obj, theta, n_probes=probes, seed=seed)
     table.add_row("trace (Hutch++)", f"{tr.value:.6g} ± {tr.stderr:.2g}")
     if dense if dense is not None else obj.num_params <= DENSE_SPECTRUM_MAX_PARAMS:
-        spec = full_spectrum(obj, theta, tol=tol)
+        spec = full_spectrum(obj, theta, tol=tol, atol=atol)
+        inertia = spec.inertia
+        certainty = ("" if inertia.stable else f"; uncertain: {inertia.n_negative_min}–"
+                                               f"{inertia.n_negative_max} negative")
         table.add_row("index α (dense)", f"{spec.index:.4g} ({spec.n_negative} neg / "
-                                         f"{spec.n_zero} ~0 / {spec.n_positive} pos, "
-                                         f"tol {tol:g}·max|λ|)")
+                                         f"{spec.n_zero} ~0 / {spec.n_positive} pos at "
+                                         f"|λ| > {inertia.threshold:.2g}{certainty})")
         table.add_row("exact trace (dense)", f"{float(spec.eigenvalues.sum()):.6g}")
     console.print(table)
 
@@ -148,13 +154,19 @@ def critical(
     n_samples: int = typer.Option(None, min=1, help="Evaluation set: first N training samples."),
     l2: float = typer.Option(0.0, help="L2 coefficient (cross-entropy needs one for finite "
                                        "critical points)."),
-    max_iterations: int = typer.Option(200, min=1, help="Iteration cap per search."),
+    max_iterations: int = typer.Option(Thresholds.max_iterations, min=1,
+                                       help="Iteration cap per search."),
     grad_tol: float = typer.Option(1e-8, help="‖g‖ at or below which a point is critical."),
+    index_tol: float = typer.Option(DEFAULT_INDEX_TOL, help="Relative tolerance of the index "
+                                                           "(times max|λ|)."),
+    index_atol: float = typer.Option(DEFAULT_INDEX_ATOL, help="Absolute floor of the index "
+                                                             "threshold."),
     seed: int = typer.Option(0, help="Seed of the perturbations."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto."),
 ) -> None:
-    """Search for critical points near checkpoints and print one row per search."""
-    from landscape.critical import Thresholds, find_critical_points, perturbed_starts
+    """Search for critical points near checkpoints and print one row per search (an uncertain
+    index is shown as the range of negative counts inside its stability band)."""
+    from landscape.critical import find_critical_points, perturbed_starts
     from landscape.problem import problem_from_checkpoint
 
     radius_values = [float(r) for r in radii.split(",")]
@@ -167,15 +179,26 @@ def critical(
                                   per_radius, seed=seed, label=path.stem)
         points = find_critical_points(problem.objective, starts, method,
                                       thresholds=Thresholds(grad_tol=grad_tol,
-                                                            max_iterations=max_iterations))
+                                                            max_iterations=max_iterations,
+                                                            index_tol=index_tol,
+                                                            index_atol=index_atol))
         methods |= {p.method for p in points}
         for p in points:
             table.add_row(p.label, p.status, f"{p.loss:.6g}",
-                          "" if p.error is None else f"{p.error:.4f}",
-                          "" if p.index is None else f"{p.index:.4f}", f"{p.grad_norm:.1e}",
+                          "" if p.error is None else f"{p.error:.4f}", _index_cell(p),
+                          f"{p.grad_norm:.1e}",
                           str(p.iterations), "yes" if p.certified else "no")
     table.title = f"critical-point searches ({', '.join(sorted(methods))})"
     console.print(table)
+
+
+def _index_cell(point) -> str:
+    if point.index is None:
+        return ""
+    if point.index_stable:
+        return f"{point.index:.4f}"
+    low, high = point.n_negative_min, point.n_negative_max
+    return f"uncertain ({low}–{high if high is not None else '?'} neg)"
 
 
 def _load_study(path: Path, quick: bool, overrides: list[str]):
@@ -245,16 +268,23 @@ def bench_curvature(device: str = typer.Option("cpu"), models: str = typer.Optio
 
 
 @bench_app.command("critical")
-def bench_critical(starts: int = typer.Option(10, help="Linear-autoencoder starts."),
-                   iterations: int = typer.Option(300, help="Iteration cap per search."),
-                   l2: float = typer.Option(0.1, help="L2 coefficient of the MLP problem."),
-                   methods: str = typer.Option(",".join(METHODS), help="Comma-separated."),
-                   ) -> None:
-    """Critical-point methods on the linear autoencoder and a digits MLP."""
+def bench_critical(
+    problems: str = typer.Option(None, help="Comma-separated problems (default: the five linear "
+                                            "autoencoders; also mlp-16-l2=1e-3, …)."),
+    methods: str = typer.Option(AUTO, help=f"Comma-separated, of: {AUTO}, {', '.join(METHODS)}."),
+    starts: int = typer.Option(100, min=1, help="Starts per problem."),
+    iterations: int = typer.Option(None, min=1, help="Iteration cap per search (default: 500 "
+                                                     "for frye, else the library default)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Critical-point methods on Frye et al.'s linear autoencoder, ill-conditioned autoencoders
+    (closed forms) and digits MLPs."""
     from landscape.bench_critical import main
 
-    main(["--starts", str(starts), "--iterations", str(iterations), "--l2", str(l2),
-          "--methods", methods])
+    argv = ["--methods", methods, "--starts", str(starts)]
+    argv += ["--problems", problems] if problems else []
+    argv += ["--iterations", str(iterations)] if iterations else []
+    main(argv + ([] if progress else ["--no-progress"]))
 
 
 def main() -> None:

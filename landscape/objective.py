@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -116,7 +117,9 @@ class Objective:
         chunk_size: samples per forward pass (bounds memory); None keeps the given batches.
         l2: coefficient of the added ``(l2 / 2) ‖θ‖²`` term.
         hvp_mode: ``"fwd-rev"`` (forward-over-reverse, ``jvp`` of ``grad``) or ``"rev-rev"``
-            (``vjp`` of ``grad``); both give the same numbers.
+            (``vjp`` of ``grad``); both give the same numbers. A loss whose forward-mode
+            derivative torch cannot take (``nn.functional.mse_loss`` in torch 2.13) switches the
+            objective to ``"rev-rev"`` with a warning.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(3, 2))
@@ -254,16 +257,29 @@ class Objective:
         return total
 
     def loss(self, theta: Tensor) -> Tensor:
-        """Full-batch mean loss (plus the L2 term) at θ; a 0-d tensor."""
+        """Full-batch mean loss (plus the L2 term) at θ; a 0-d tensor.
+
+        Differentiable: under ``torch.func`` transforms (``grad``, ``hessian``, ``vmap``, …) and
+        with autograd (θ with ``requires_grad``) it is ``functional_loss``; the finiteness check
+        runs outside transforms only.
+        """
         theta = self._check_theta(theta)
-        with torch.no_grad():
-            total = self.functional_loss(theta)
-        _check_finite(total, "loss")
+        total = self.functional_loss(theta)
+        if not _transformed(theta):
+            _check_finite(total, "loss")
         return total
 
     def loss_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        """(L(θ), ∇L(θ)) with ∇L of shape ``[n]``, from one forward+backward per chunk."""
+        """(L(θ), ∇L(θ)) with ∇L of shape ``[n]``, from one forward+backward per chunk.
+
+        Eager results are detached. Under a ``torch.func`` transform both are computed by
+        ``torch.func.grad_and_value(functional_loss)`` and stay differentiable (e.g.
+        ``torch.func.jacrev(obj.grad)`` is the Hessian).
+        """
         theta = self._check_theta(theta)
+        if _transformed(theta):
+            g, value = torch.func.grad_and_value(self.functional_loss)(theta)
+            return value, g
         value_and_grad = torch.func.grad_and_value(self._chunk_loss)
         total_loss = self._penalty(theta)
         total_grad = self.l2 * theta
@@ -283,16 +299,36 @@ class Objective:
         """Hessian-vector products H(θ)·v for ``vectors`` of shape ``[n]`` or ``[k, n]``.
 
         All k vectors go through one vmapped pass per data chunk; the output has the input's shape.
+        Under a ``torch.func`` transform of θ or V the product is taken through
+        ``functional_loss`` (forward-over-reverse) and stays differentiable.
         """
         theta = self._check_theta(theta)
         vectors = self._check_vectors(vectors)
+        if _transformed(theta) or _transformed(vectors):
+            grad_fn = grad(self.functional_loss)
+
+            def one(v):
+                return jvp(grad_fn, (theta,), (v,))[1]
+            return one(vectors) if vectors.ndim == 1 else vmap(one)(vectors)
         batch = vectors if vectors.ndim == 2 else vectors.unsqueeze(0)
+        try:
+            out = self._hvp_sum(theta, batch)
+        except RuntimeError as exc:  # torch's forward-mode formula of mse_loss (torch 2.13)
+            if self.hvp_mode != "fwd-rev" or "ZeroTensors are immutable" not in str(exc):
+                raise
+            warnings.warn("forward-over-reverse HVPs fail for this loss function in this torch "
+                          "version (e.g. nn.functional.mse_loss); using hvp_mode='rev-rev'",
+                          RuntimeWarning, stacklevel=2)
+            self.hvp_mode = "rev-rev"
+            out = self._hvp_sum(theta, batch)
+        _check_finite(out, "Hessian-vector product")
+        return out if vectors.ndim == 2 else out.squeeze(0)
+
+    def _hvp_sum(self, theta: Tensor, batch: Tensor) -> Tensor:
         out = self.l2 * batch
         for c in self._chunks:
             out = out + c.weight * self._chunk_hvp(theta, c, batch)
-        out = out.detach()
-        _check_finite(out, "Hessian-vector product")
-        return out if vectors.ndim == 2 else out.squeeze(0)
+        return out.detach()
 
     def hessian(self, theta: Tensor, *, block_size: int | None = None) -> Tensor:
         """Dense Hessian ``[n, n]`` built from blocks of ``block_size`` identity columns.
@@ -300,8 +336,10 @@ class Objective:
         Peak memory is the n×n result plus one block of HVPs, whose activations scale with
         ``block_size × chunk_size`` (default block: 128 columns; lower either to save memory).
         The result is symmetrised, ``(H + Hᵀ)/2``, which removes rounding asymmetry only.
+        Not for use under ``torch.func`` transforms (use ``torch.func.hessian(obj.loss)``).
         """
         theta = self._check_theta(theta)
+        _refuse_transform(theta, "hessian", "torch.func.hessian(obj.loss)")
         n = self.num_params
         check_dense_fits(n, self.dtype, self.device, copies=1.25, what="A dense Hessian")
         if block_size is None:
@@ -319,6 +357,7 @@ class Objective:
     def outputs(self, theta: Tensor) -> list[Tensor]:
         """Model outputs per chunk at θ (no gradient), in data order."""
         theta = self._check_theta(theta)
+        _refuse_transform(theta, "outputs / error", "obj.functional_loss")
         with torch.no_grad():
             return [self._outputs(theta, c.inputs) for c in self._chunks]
 
@@ -341,6 +380,17 @@ class Objective:
         return (f"Objective(n={self.num_params:,}, samples={self.num_samples}, "
                 f"chunks={len(self._chunks)}, dtype={self.dtype}, device={self.device}, "
                 f"l2={self.l2}, hvp_mode={self.hvp_mode!r})")
+
+
+def _transformed(value: Tensor) -> bool:
+    """Whether ``value`` is being traced by a ``torch.func`` transform (grad, jvp, vmap, …)."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(value)
+
+
+def _refuse_transform(theta: Tensor, what: str, instead: str) -> None:
+    if _transformed(theta):
+        raise TypeError(f"Objective.{what} is not differentiable and cannot run under a "
+                        f"torch.func transform; use {instead} (or Objective.functional_loss)")
 
 
 def _check_finite(value: Tensor, what: str) -> None:

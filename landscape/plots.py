@@ -7,7 +7,9 @@ backend needed, nothing to close; save it with ``fig.savefig`` or log it with
 
 Conventions: ``index`` is α, the fraction of negative Hessian eigenvalues; ε is the training
 ``loss`` and, where the task has classes, the classification ``error``. Search statuses have fixed
-colours (``STATUS_PALETTE``) so that figures agree with each other.
+colours (``STATUS_PALETTE``) so that figures agree with each other. A critical point whose index is
+uncertain (``index_stable`` false: the negative count changes inside the stability band) is shown
+as ``UNCERTAIN`` — drawn with its index range, never fitted nor counted in a rank correlation.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 from sklearn.isotonic import IsotonicRegression
 
-STATUS_PALETTE = {"critical": "#1f77b4", "gradient-flat": "#ff7f0e",
+UNCERTAIN = "critical, index uncertain"
+STATUS_PALETTE = {"critical": "#1f77b4", UNCERTAIN: "#17becf", "gradient-flat": "#ff7f0e",
                   "max-iterations": "#7f7f7f", "diverged": "#d62728"}
 INDEX_LABEL = "index α (fraction of negative eigenvalues)"
 
-__all__ = ["STATUS_PALETTE", "epsilon_alpha", "spearman_rho", "spectra_by_error_band",
-           "status_counts", "training_curves"]
+__all__ = ["STATUS_PALETTE", "UNCERTAIN", "epsilon_alpha", "spearman_rho",
+           "spectra_by_error_band", "status_counts", "training_curves", "with_index_certainty"]
 
 
 def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -50,6 +53,15 @@ def _status_palette(statuses: pd.Series) -> dict[str, str]:
     return {s: STATUS_PALETTE.get(s) or next(extra) for s in order}
 
 
+def with_index_certainty(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose critical rows with ``index_stable`` false have status ``UNCERTAIN``
+    (unchanged when the column is absent)."""
+    if "index_stable" not in df.columns or "status" not in df.columns:
+        return df.copy()
+    uncertain = df["status"].eq("critical") & df["index_stable"].eq(False)  # None: unknown
+    return df.assign(status=df["status"].where(~uncertain, UNCERTAIN))
+
+
 def spearman_rho(df: pd.DataFrame, x: str = "index", y: str = "loss",
                  status: str | None = "critical") -> tuple[float, float, int]:
     """Spearman's ρ between columns ``x`` and ``y`` over rows with ``status`` (all if None).
@@ -71,12 +83,15 @@ def epsilon_alpha(df: pd.DataFrame, *, fit_status: str = "critical") -> Figure:
     """Dauphin et al. (2014) Fig. 1a/c: ε against the index α at the located critical points.
 
     ``df`` has one row per search with columns ``index``, ``loss``, ``status`` and optionally
-    ``error`` (classification error; a second panel when it has values). Points are coloured by
-    status; rows with ``status == fit_status`` get a monotone increasing isotonic fit, and the
-    legend reports their Spearman ρ and n. Gradient-flat and unfinished searches are shown as such,
-    never fitted.
+    ``error`` (classification error; a second panel when it has values), and optionally
+    ``index_stable``, ``n_negative_min``, ``n_negative_max`` and ``n_params``. Points are coloured
+    by status; rows with ``status == fit_status`` and a stable index get a monotone increasing
+    isotonic fit, and the legend reports their Spearman ρ and n. Critical points with an uncertain
+    index are drawn with their index range as a horizontal bar and left out of the fit (the legend
+    says how many); gradient-flat and unfinished searches are shown as such, never fitted.
     """
     _require(df, ["index", "loss", "status"], "epsilon_alpha")
+    df = with_index_certainty(df)
     panels = [("loss", "ε: training loss")]
     if "error" in df.columns and df["error"].notna().any():
         panels.append(("error", "ε: classification error"))
@@ -87,20 +102,38 @@ def epsilon_alpha(df: pd.DataFrame, *, fit_status: str = "critical") -> Figure:
         shown = [s for s in palette if s in set(data["status"])]
         sns.scatterplot(data=data, x="index", y=column, hue="status", hue_order=shown,
                         palette=palette, ax=ax, alpha=0.8, edgecolor="none")
-        _isotonic_fit(ax, data[data["status"] == fit_status], column, fit_status)
+        _index_ranges(ax, df[df["status"] == UNCERTAIN], column)
+        _isotonic_fit(ax, data[data["status"] == fit_status], column, fit_status,
+                      int((data["status"] == UNCERTAIN).sum()))
         ax.set(xlabel=INDEX_LABEL, ylabel=label)
         ax.legend(title="status", fontsize="small")
     return fig
 
 
-def _isotonic_fit(ax, rows: pd.DataFrame, column: str, fit_status: str) -> None:
+def _index_ranges(ax, rows: pd.DataFrame, column: str) -> None:
+    """Horizontal bars over the index range of points whose index is uncertain."""
+    needed = {"n_negative_min", "n_negative_max", "n_params", column}
+    if rows.empty or not needed <= set(rows.columns):
+        return
+    rows = rows.dropna(subset=list(needed))
+    n = rows["n_params"].to_numpy(float)
+    ax.hlines(rows[column].to_numpy(float), rows["n_negative_min"].to_numpy(float) / n,
+              rows["n_negative_max"].to_numpy(float) / n, color=STATUS_PALETTE[UNCERTAIN],
+              lw=1.0, alpha=0.8)
+
+
+def _isotonic_fit(ax, rows: pd.DataFrame, column: str, fit_status: str,
+                  n_left_out: int = 0) -> None:
     """Draw the increasing isotonic fit of ``column`` on ``index`` and label it with ρ and n."""
     rho, _, n = spearman_rho(rows, "index", column, status=None)
+    if n == 0:
+        return
     x, y = rows["index"].to_numpy(float), rows[column].to_numpy(float)
     grid = np.unique(x)
     fitted = IsotonicRegression().fit(x, y).predict(grid) if n >= 2 else np.full(grid.shape, y)
+    left_out = f"; {n_left_out} with uncertain index left out" if n_left_out else ""
     ax.plot(grid, fitted, color="black", lw=1.5,
-            label=f"isotonic fit ({fit_status}): ρ = {rho:.2f}, n = {n}")
+            label=f"isotonic fit ({fit_status}): ρ = {rho:.2f}, n = {n}{left_out}")
 
 
 def _error_bands(errors: np.ndarray, n_bands: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,9 +6,10 @@ smoothing for plots. Every estimate carries its error: residual norms for eigenp
 error for traces; every stochastic routine takes a ``seed`` (int or ``torch.Generator``).
 Imports nothing from storage, tracking or plotting.
 
-Index convention: with ``scale = max |λ|`` and relative tolerance ``tol``, eigenvalues below
-``−tol·scale`` are negative, above ``+tol·scale`` positive, the rest near-zero;
-``α = n_negative / n``.
+Index convention: with ``scale = max |λ|``, relative tolerance ``tol`` and absolute floor ``atol``,
+eigenvalues below ``−max(tol·scale, atol)`` are negative, above ``+max(tol·scale, atol)``
+positive, the rest near-zero; ``α = n_negative / n``. The count is stable when it does not change
+for thresholds ×/÷ ``INDEX_BAND``; otherwise the index is reported as uncertain, with its range.
 """
 
 from __future__ import annotations
@@ -26,22 +27,30 @@ from landscape.linalg.probes import Seed, as_generator, gaussian
 from landscape.linalg.slq import slq
 from landscape.objective import Objective, check_dense_fits
 
-DEFAULT_INDEX_TOL = 1e-6
+DEFAULT_INDEX_TOL = 1e-11
+DEFAULT_INDEX_ATOL = 1e-9
+INDEX_BAND = 10.0
 DENSE_SPECTRUM_MAX_PARAMS = 5000  # default size limit for choosing a dense spectrum over Lanczos
 TRACE_METHODS = ("hutchinson", "hutch++")
 
 __all__ = [
-    "DEFAULT_INDEX_TOL", "DENSE_SPECTRUM_MAX_PARAMS", "EigenPairs", "IndexEstimate", "Inertia", "SpectralDensity", "Spectrum",
-    "TraceEstimate", "count_inertia", "estimate_index", "estimate_trace", "extreme_eigenpairs",
-    "full_spectrum", "smooth_density", "spectral_density",
+    "DEFAULT_INDEX_ATOL", "DEFAULT_INDEX_TOL", "DENSE_SPECTRUM_MAX_PARAMS", "INDEX_BAND",
+    "EigenPairs", "IndexEstimate", "Inertia", "SpectralDensity", "Spectrum", "TraceEstimate",
+    "count_inertia", "estimate_index", "estimate_trace", "extreme_eigenpairs", "full_spectrum",
+    "index_threshold", "smooth_density", "spectral_density",
 ]
 
 
 @dataclass(frozen=True)
 class Inertia:
-    """Counts of negative / near-zero / positive eigenvalues at a threshold.
+    """Counts of negative / near-zero / positive eigenvalues at a threshold, and their robustness.
 
-    ``threshold`` is absolute (``tol · scale``); ``tol`` is the relative tolerance it came from.
+    ``threshold = max(tol · scale, atol)`` (scale: max |λ|): the relative part follows the size of
+    the spectrum, the absolute floor keeps rounding-level and not-quite-critical eigenvalues
+    (|λ| ~ ‖g‖ along the zero modes of a non-isolated critical set) out of the count when the whole
+    spectrum is small. ``n_negative_min`` / ``n_negative_max`` are the counts at ``threshold ·
+    band`` and ``threshold / band``: when they differ, some eigenvalue lies in the band and the
+    index is *uncertain* (``stable`` is False) — it is then only known to lie in that range.
     """
 
     n_negative: int
@@ -49,24 +58,44 @@ class Inertia:
     n_positive: int
     tol: float
     threshold: float
+    atol: float = 0.0
+    n_negative_min: int | None = None
+    n_negative_max: int | None = None
 
     @property
     def index(self) -> float:
         """α: the fraction of eigenvalues that are negative."""
         return self.n_negative / (self.n_negative + self.n_zero + self.n_positive)
 
+    @property
+    def stable(self) -> bool:
+        """The negative count is the same everywhere in the stability band."""
+        return self.n_negative_min == self.n_negative_max
 
-def count_inertia(eigenvalues: Tensor, tol: float = DEFAULT_INDEX_TOL,
-                  scale: float | None = None) -> Inertia:
-    """Inertia of ``eigenvalues`` ``[n]`` with threshold ``tol · scale`` (scale: max |λ|)."""
-    if tol < 0:
-        raise ValueError(f"tol must be non-negative; got {tol}")
+
+def index_threshold(scale: float, tol: float = DEFAULT_INDEX_TOL,
+                    atol: float = DEFAULT_INDEX_ATOL) -> float:
+    """``max(tol · scale, atol)``: eigenvalues within ± this are counted as zero."""
+    if tol < 0 or atol < 0:
+        raise ValueError(f"tol and atol must be non-negative; got {tol}, {atol}")
+    return max(tol * scale, atol)
+
+
+def count_inertia(eigenvalues: Tensor, tol: float = DEFAULT_INDEX_TOL, *,
+                  atol: float = DEFAULT_INDEX_ATOL, scale: float | None = None,
+                  band: float = INDEX_BAND) -> Inertia:
+    """Inertia of ``eigenvalues`` ``[n]`` at ``max(tol · scale, atol)`` (scale: max |λ|), with
+    the negative counts at that threshold × and ÷ ``band`` (see ``Inertia``)."""
+    if band < 1:
+        raise ValueError(f"band must be >= 1; got {band}")
     if scale is None:
         scale = float(eigenvalues.abs().max()) if eigenvalues.numel() else 0.0
-    threshold = tol * scale
+    threshold = index_threshold(scale, tol, atol)
     n_neg = int((eigenvalues < -threshold).sum())
     n_pos = int((eigenvalues > threshold).sum())
-    return Inertia(n_neg, eigenvalues.numel() - n_neg - n_pos, n_pos, tol, threshold)
+    return Inertia(n_neg, eigenvalues.numel() - n_neg - n_pos, n_pos, tol, threshold, atol,
+                   int((eigenvalues < -threshold * band).sum()),
+                   int((eigenvalues < -threshold / band).sum()))
 
 
 @dataclass(frozen=True)
@@ -103,13 +132,14 @@ class Spectrum:
     def tol(self) -> float:
         return self.inertia.tol
 
-    def inertia_at(self, tol: float) -> Inertia:
-        """Inertia at another relative tolerance (to check that the index is stable)."""
-        return count_inertia(self.eigenvalues, tol)
+    def inertia_at(self, tol: float, atol: float = DEFAULT_INDEX_ATOL) -> Inertia:
+        """Inertia at another tolerance."""
+        return count_inertia(self.eigenvalues, tol, atol=atol)
 
 
 def full_spectrum(obj: Objective, theta: Tensor, *, tol: float = DEFAULT_INDEX_TOL,
-                  eigenvectors: bool = False, block_size: int | None = None) -> Spectrum:
+                  atol: float = DEFAULT_INDEX_ATOL, eigenvectors: bool = False,
+                  block_size: int | None = None) -> Spectrum:
     """All eigenvalues (ascending) of the dense Hessian at θ, decomposed in float64.
 
     The Hessian is built by ``obj.hessian`` in ``obj.dtype`` (use float64 for an index) and refused
@@ -122,7 +152,7 @@ def full_spectrum(obj: Objective, theta: Tensor, *, tol: float = DEFAULT_INDEX_T
         values, vectors = torch.linalg.eigh(hessian)
     else:
         values, vectors = torch.linalg.eigvalsh(hessian), None
-    return Spectrum(values, vectors, count_inertia(values, tol))
+    return Spectrum(values, vectors, count_inertia(values, tol, atol=atol))
 
 
 @dataclass(frozen=True)
@@ -191,10 +221,10 @@ class IndexEstimate:
     Attributes:
         n_negative: Ritz values below ``−threshold`` among ``smallest``; by interlacing each
             Ritz value is ≥ its eigenvalue, so this never overcounts.
-        threshold: ``tol · scale`` with ``scale = max(|λ_min|, |λ_max|)``.
-        complete: the largest of ``smallest`` is ≥ −threshold, so every negative eigenvalue was
-            reached. A multiple eigenvalue is found once (single-vector Krylov), so even a
-            complete count is a lower bound at degenerate points.
+        threshold: ``max(tol · scale, atol)`` with ``scale = max(|λ_min|, |λ_max|)``.
+        complete: the largest of ``smallest`` is ≥ −threshold / band, so every eigenvalue below
+            the stability band was reached. A multiple eigenvalue is found once (single-vector
+            Krylov), so even a complete count is a lower bound at degenerate points.
         smallest: ascending Ritz values ``[k]``; ``residuals``: their ``‖Hv − λv‖``.
         n_matvecs: Hessian-vector products spent.
     """
@@ -202,8 +232,10 @@ class IndexEstimate:
     n_negative: int
     num_params: int
     tol: float
+    atol: float
     threshold: float
     scale: float
+    band: float
     complete: bool
     smallest: Tensor
     residuals: Tensor
@@ -213,21 +245,34 @@ class IndexEstimate:
     def index(self) -> float:
         return self.n_negative / self.num_params
 
-    def n_negative_at(self, tol: float) -> int | None:
-        """The count at another relative tolerance; None if the Ritz values do not reach it."""
-        threshold = tol * self.scale
+    def n_negative_below(self, threshold: float) -> int | None:
+        """The count below ``−threshold``; None if the Ritz values do not reach it."""
         if float(self.smallest[-1]) < -threshold and self.smallest.numel() < self.num_params:
             return None
         return int((self.smallest < -threshold).sum())
 
+    @property
+    def n_negative_min(self) -> int | None:
+        return self.n_negative_below(self.threshold * self.band)
+
+    @property
+    def n_negative_max(self) -> int | None:
+        return self.n_negative_below(self.threshold / self.band)
+
+    @property
+    def stable(self) -> bool:
+        return self.complete and self.n_negative_min == self.n_negative_max
+
 
 def estimate_index(obj: Objective, theta: Tensor, *, tol: float = DEFAULT_INDEX_TOL,
+                   atol: float = DEFAULT_INDEX_ATOL, band: float = INDEX_BAND,
                    max_k: int = 256, seed: Seed = 0) -> IndexEstimate:
-    """Count the negative Hessian eigenvalues (below ``−tol·max|λ|``) matrix-free.
+    """Count the negative Hessian eigenvalues (below ``−max(tol·max|λ|, atol)``) matrix-free.
 
-    The smallest k eigenvalues are computed by Lanczos for k = 8, 16, 32, … until the k-th is no
-    longer negative (``complete``) or k reaches ``max_k`` (then the count is a lower bound).
-    Cost: a few hundred HVPs per doubling; for an index beyond ``max_k`` use ``spectral_density``.
+    The smallest k eigenvalues are computed by Lanczos for k = 8, 16, 32, … until the k-th is
+    above the stability band (``complete``) or k reaches ``max_k`` (then the count is a lower
+    bound). Cost: a few hundred HVPs per doubling; for an index beyond ``max_k`` use
+    ``spectral_density``.
     """
     n = obj.num_params
     top = extreme_eigenpairs(obj, theta, 1, "largest", seed=seed)
@@ -237,13 +282,13 @@ def estimate_index(obj: Objective, theta: Tensor, *, tol: float = DEFAULT_INDEX_
         spent += low.n_matvecs
         values = low.eigenvalues
         scale = max(abs(float(top.eigenvalues[0])), abs(float(values[0])))
-        threshold = tol * scale
-        complete = float(values[-1]) >= -threshold or k == n
+        threshold = index_threshold(scale, tol, atol)
+        complete = float(values[-1]) >= -threshold / band or k == n
         if complete or k >= min(max_k, n):
             break
         k = min(2 * k, max_k, n)
-    return IndexEstimate(int((values < -threshold).sum()), n, tol, threshold, scale, complete,
-                         values, low.residuals, spent)
+    return IndexEstimate(int((values < -threshold).sum()), n, tol, atol, threshold, scale, band,
+                         complete, values, low.residuals, spent)
 
 
 def estimate_trace(obj: Objective, theta: Tensor, n_probes: int = 99, method: str = "hutch++", *,

@@ -59,7 +59,8 @@ import zarr
 from zarr.errors import ContainsGroupError
 
 CRITICAL_PASS = "critical"
-CRITICAL_COLUMNS = ("run", "checkpoint", "item", "status", "loss", "error", "index", "grad_norm")
+CRITICAL_COLUMNS = ("run", "checkpoint", "item", "status", "loss", "error", "index",
+                    "index_stable", "grad_norm")
 COMPLETE = "complete"
 
 __all__ = [

@@ -173,3 +173,46 @@ def test_functional_loss_works_under_torch_func_transforms(data):
     theta = obj.theta
     torch.testing.assert_close(torch.func.grad(obj.functional_loss)(theta), obj.grad(theta))
     torch.testing.assert_close(torch.func.hessian(obj.functional_loss)(theta), obj.hessian(theta))
+
+
+def test_loss_and_grad_under_torch_func_transforms_are_not_silent_zeros(architecture, data):
+    """``torch.func.hessian(obj.loss)`` once returned zeros (loss ran under no_grad)."""
+    _, model = architecture
+    obj = Objective(model, CE, data)
+    theta = obj.theta
+    dense = obj.hessian(theta)
+    assert float(dense.abs().max()) > 1e-3
+    torch.testing.assert_close(torch.func.hessian(obj.loss)(theta), dense, rtol=1e-10,
+                               atol=1e-12)
+    torch.testing.assert_close(torch.func.jacrev(obj.grad)(theta), dense, rtol=1e-10,
+                               atol=1e-12)
+    v = torch.randn(obj.num_params, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(torch.func.vmap(obj.hvp, in_dims=(None, 0))(theta, dense[:3]),
+                               dense[:3] @ dense, rtol=1e-9, atol=1e-11)
+    batch = torch.stack([theta, theta + 0.1 * v])
+    torch.testing.assert_close(torch.func.vmap(obj.loss)(batch),
+                               torch.stack([obj.loss(t) for t in batch]))
+    leaf = theta.clone().requires_grad_()
+    obj.loss(leaf).backward()
+    torch.testing.assert_close(leaf.grad, obj.grad(theta))
+
+
+def test_dense_requests_under_a_transform_name_the_alternative(data):
+    obj = Objective(mlp(nn.Tanh), CE, data)
+    with pytest.raises(TypeError, match="functional_loss"):
+        torch.func.grad(lambda t: obj.hessian(t).sum())(obj.theta)
+    with pytest.raises(TypeError, match="functional_loss"):
+        torch.func.grad(lambda t: torch.tensor(obj.error(t)))(obj.theta)
+
+
+def test_mse_loss_falls_back_to_reverse_over_reverse():
+    """torch 2.13 cannot take mse_loss's forward-mode derivative inside grad ("ZeroTensors are
+    immutable"); the objective switches mode, says so, and gives the right Hessian."""
+    x = torch.randn(30, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    obj = Objective(nn.Linear(4, 4), nn.functional.mse_loss, (x, x))
+    with pytest.warns(RuntimeWarning, match="rev-rev"):
+        dense = obj.hessian(obj.theta)
+    assert obj.hvp_mode == "rev-rev"
+    torch.testing.assert_close(dense, torch.func.hessian(obj.functional_loss)(obj.theta),
+                               rtol=1e-10, atol=1e-12)

@@ -16,6 +16,7 @@ from landscape.plots import (
     spectra_by_error_band,
     status_counts,
     training_curves,
+    with_index_certainty,
 )
 
 
@@ -72,6 +73,26 @@ def test_epsilon_alpha_two_panels(tmp_path):
     assert np.all(np.diff(fitted) >= 0)
     fig.savefig(tmp_path / "ea.png")
     assert (tmp_path / "ea.png").stat().st_size > 1024
+
+
+def test_uncertain_indices_are_drawn_with_their_range_but_never_fitted():
+    df = searches().assign(index_stable=True, n_params=100)
+    df["n_negative_min"] = df["index"] * 100
+    df["n_negative_max"] = df["index"] * 100
+    df.loc[[2, 5], "index_stable"] = False
+    df.loc[[2, 5], "n_negative_max"] = df.loc[[2, 5], "n_negative_min"] + 7
+    fig = epsilon_alpha(df)
+    loss_ax = fig.axes[0]
+    texts = legend_texts(loss_ax)
+    assert "critical, index uncertain" in texts
+    fit = [t for t in texts if "ρ =" in t]
+    assert len(fit) == 1 and "n = 10" in fit[0] and "2 with uncertain index left out" in fit[0]
+    assert plotted_points(loss_ax) == 14  # every point is still drawn
+    ranges = [c for c in loss_ax.collections if not isinstance(c, PathCollection)]
+    segments = [seg for c in ranges for seg in c.get_segments()]
+    assert len(segments) == 2
+    assert all(seg[1][0] - seg[0][0] == pytest.approx(0.07) for seg in segments)
+    assert spearman_rho(with_index_certainty(df))[2] == 10
 
 
 def test_epsilon_alpha_without_error_and_few_points():

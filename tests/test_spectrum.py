@@ -54,11 +54,30 @@ def test_full_spectrum_equals_eigvalsh_of_dense_hessian(architecture, data):
 
 def test_inertia_counts_and_tolerance():
     values = torch.tensor([-2.0, -1e-9, 0.0, 1e-7, 3.0, 4.0], dtype=torch.float64)
-    inertia = count_inertia(values, tol=1e-6)
+    inertia = count_inertia(values, tol=1e-6, atol=0.0)
     assert (inertia.n_negative, inertia.n_zero, inertia.n_positive) == (1, 3, 2)
     assert inertia.threshold == pytest.approx(4e-6)
     assert inertia.index == pytest.approx(1 / 6)
-    assert count_inertia(values, tol=0.0).n_negative == 2
+    assert inertia.stable and (inertia.n_negative_min, inertia.n_negative_max) == (1, 1)
+    assert count_inertia(values, tol=0.0, atol=0.0).n_negative == 2
+    # the absolute floor wins over a tiny relative part
+    floored = count_inertia(values, tol=0.0, atol=1e-8)
+    assert floored.threshold == 1e-8 and (floored.n_negative, floored.n_zero) == (1, 2)
+
+
+def test_index_in_the_stability_band_is_uncertain_with_its_range():
+    """An eigenvalue within ×/÷10 of the threshold makes the count depend on the tolerance."""
+    values = torch.tensor([-5.0, -3e-8, -2e-10, 1e-12, 2.0, 10.0], dtype=torch.float64)
+    inertia = count_inertia(values, tol=1e-9, atol=1e-9)  # threshold 1e-8
+    assert inertia.threshold == pytest.approx(1e-8)
+    assert inertia.n_negative == 2 and not inertia.stable
+    assert (inertia.n_negative_min, inertia.n_negative_max) == (1, 2)
+    clear = count_inertia(values, tol=1e-11, atol=1e-11)  # threshold 1e-10: -2e-10 in band
+    assert not clear.stable and (clear.n_negative_min, clear.n_negative_max) == (2, 3)
+    wide_gap = count_inertia(values, tol=0.0, atol=1e-6)  # everything small is zero
+    assert wide_gap.stable and wide_gap.n_negative == 1 and wide_gap.n_zero == 3
+    with pytest.raises(ValueError, match="non-negative"):
+        count_inertia(values, tol=-1.0)
 
 
 @pytest.mark.parametrize("which", ["largest", "smallest"])
@@ -88,15 +107,18 @@ def test_matrix_free_index_equals_the_dense_count(saddle_objective):
 
     obj, theta, dense = saddle_objective
     tol = 1e-4
-    expected = count_inertia(dense, tol).n_negative
+    inertia = count_inertia(dense, tol, atol=0.0)
+    expected = inertia.n_negative
     assert 8 < expected < obj.num_params // 2  # needs at least one doubling of k
-    est = estimate_index(obj, theta, tol=tol, seed=0)
+    est = estimate_index(obj, theta, tol=tol, atol=0.0, seed=0)
     assert est.complete and est.n_negative == expected
+    assert (est.n_negative_min, est.n_negative_max, est.stable) == (
+        inertia.n_negative_min, inertia.n_negative_max, inertia.stable)
     assert est.index == pytest.approx(expected / obj.num_params)
     assert est.scale == pytest.approx(float(dense.abs().max()), rel=1e-8)
-    capped = estimate_index(obj, theta, tol=tol, max_k=8, seed=0)
+    capped = estimate_index(obj, theta, tol=tol, atol=0.0, max_k=8, seed=0)
     assert not capped.complete and capped.n_negative == 8  # a lower bound, said so
-    assert capped.n_negative_at(tol) is None
+    assert capped.n_negative_max is None and not capped.stable
 
 
 def test_lanczos_restarts_after_breakdown_even_from_a_seed_zero_start():

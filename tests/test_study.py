@@ -122,6 +122,9 @@ def test_rho_over_critical_and_distinct_points():
     assert rho["loss_distinct"][2] == 3 and rho["loss_distinct"][0] == pytest.approx(0.5)
     assert rho["error_distinct"][0] == pytest.approx(1.0)
     assert rho["loss"][2] == 5  # duplicates count, gradient-flat never
+    uncertain = df.assign(index_stable=[True, True, True, True, False, True])
+    rho, n_distinct = epsilon_alpha_rhos(uncertain)
+    assert rho["loss"][2] == 4 and n_distinct == 2  # an uncertain index is never ranked
 
 
 def test_checkpoint_selection():
@@ -206,6 +209,28 @@ def test_target_indices_search_each_start_once_per_index(tmp_path):
     assert len(critical) == 2
     assert (critical["n_negative"] == critical["target_index"]).all()
     assert critical["loss"].is_monotonic_increasing  # higher index, higher loss (one start)
+
+
+@pytest.mark.parametrize("method, mode, expected", [
+    ("eigenvector-following", "start", "start"), ("eigenvector-following", "follow", "follow"),
+    ("levenberg-marquardt", "start", None)])
+def test_index_mode_reaches_eigenvector_following_only(tmp_path, monkeypatch, method, mode,
+                                                       expected):
+    import landscape.study.runner as runner
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("index"))
+        return find(*args, **kwargs)
+
+    find = runner.find_critical_point
+    monkeypatch.setattr(runner, "find_critical_point", recording)
+    study = load_study(write(tmp_path, tiny_study(
+        tmp_path, **{"passes.critical.method": method, "passes.critical.index_mode": mode,
+                     "passes.critical.max_iterations": 3, "passes.spectrum": None,
+                     "figures": [], "tracking.enabled": False})))
+    run_study(study, progress=False, log=lambda _: None)
+    assert seen == [expected] * 3
 
 
 def test_target_indices_need_eigenvector_following(tmp_path):

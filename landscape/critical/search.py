@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -33,14 +32,15 @@ from landscape.critical.eigenvector_following import EigenvectorFollowing
 from landscape.critical.gnm import GradientNormDescent
 from landscape.critical.levenberg_marquardt import LevenbergMarquardt
 from landscape.critical.newton_mr import NewtonMR
+from landscape.critical.starts import Start
 from landscape.critical.steps import DENSE_MAX_PARAMS, CountingObjective, State, newton_space
 from landscape.linalg.lanczos import lanczos
 from landscape.linalg.probes import Seed, as_generator, gaussian
 from landscape.objective import NonFiniteLossError, Objective
 from landscape.spectrum import (
+    DEFAULT_INDEX_ATOL,
     DEFAULT_INDEX_TOL,
     DENSE_SPECTRUM_MAX_PARAMS,
-    count_inertia,
     estimate_index,
     full_spectrum,
 )
@@ -60,14 +60,21 @@ HISTORY_FIELDS = ("loss", "grad_norm_sq", "hg_norm", "flatness", "step_size", "i
 
 @dataclass(frozen=True)
 class Thresholds:
-    """The numbers that decide a search's status (stored with every result)."""
+    """The numbers that decide a search's status and its index (stored with every result).
+
+    ``index_tol`` / ``index_atol``: relative tolerance and absolute floor of the negative count
+    (``spectrum.count_inertia``), used both by searches that pick their target index from the
+    spectrum (eigenvector following) and by ``analyse``.
+    """
 
     grad_tol: float = 1e-8
     stop_tol: float = 1e-13
     flat_tol: float = 5e-4
     diverge_factor: float = 1e3
-    max_iterations: int = 200
+    max_iterations: int = 300
     max_failures: int = 3
+    index_tol: float = DEFAULT_INDEX_TOL
+    index_atol: float = DEFAULT_INDEX_ATOL
 
 
 @dataclass(frozen=True)
@@ -81,9 +88,11 @@ class CriticalPoint:
         loss, grad_norm: L and ‖g‖ at ``theta``; ``hg_norm``: ‖Hg‖; ``flatness``: ‖Hg‖/(‖H‖‖g‖).
         history: per-iteration tensors ``loss, grad_norm_sq, hg_norm, flatness, step_size, inner``
             (index 0 is the start; ``step_size`` / ``inner`` of index 0 are NaN / 0).
-        index: fraction of negative Hessian eigenvalues at the relative tolerance ``index_tol``,
-            from the dense spectrum or Lanczos (``index_method``, see ``analyse``);
-            ``index_stable``: the count is unchanged at ``index_tol`` ×10 and ÷10.
+        index: fraction of negative Hessian eigenvalues below ``−max(index_tol·max|λ|,
+            index_atol)``, from the dense spectrum or Lanczos (``index_method``, see ``analyse``);
+            ``n_negative_min`` / ``n_negative_max``: the counts at that threshold ×10 and ÷10;
+            ``index_stable``: they agree. An unstable index is *uncertain*: only the range is
+            known, and figures and rank correlations leave such points out.
         newton_step_norm: length of the minimum-norm Newton step from ``theta`` (the distance to
             the exact critical point to first order); ``certified``: critical, index stable and
             that step ≤ 1e-6 · max(1, ‖θ‖).
@@ -113,6 +122,9 @@ class CriticalPoint:
     n_zero: int | None = None
     n_positive: int | None = None
     index_tol: float | None = None
+    index_atol: float | None = None
+    n_negative_min: int | None = None
+    n_negative_max: int | None = None
     index_method: str | None = None
     index_stable: bool | None = None
     eigenvalues: Tensor | None = field(default=None, repr=False)
@@ -147,11 +159,14 @@ def find_critical_point(obj: Objective, theta0: Tensor, method: str = DEFAULT_ME
     """Search for a critical point (minimum or saddle) of ``obj`` near ``theta0``.
 
     ``method``: a name of ``METHODS`` or ``"auto"`` (``resolve_method``; the result records the
-    method used). ``options`` go to the method's constructor. Float64 objectives are strongly
+    method used). ``options`` go to the method's constructor; eigenvector following counts
+    negative eigenvalues with the thresholds' index tolerance. Float64 objectives are strongly
     advised: the default ``grad_tol`` is below float32's noise floor.
     """
     th = thresholds or Thresholds()
     method = resolve_method(method, obj.num_params)
+    if method == "eigenvector-following":
+        options = {"index_tol": th.index_tol, "index_atol": th.index_atol, **options}
     stepper = METHODS[method](**options)
     counted = CountingObjective(obj)
     start_time = time.perf_counter()
@@ -237,75 +252,34 @@ def _conclude(obj, state, theta0, stop_reason, method, hnorm, passed_flat, count
         history=tensors, label=label)
 
 
-@dataclass(frozen=True)
-class Start:
-    """A starting point: θ ``[n]``, a label, where it came from and the perturbation radius."""
+def analyse(obj: Objective, point: CriticalPoint, *, keep_eigenvalues: bool = True,
+            max_dim: int = 300, dense_max_params: int = DENSE_SPECTRUM_MAX_PARAMS,
+            seed: Seed = 0) -> CriticalPoint:
+    """Add error, index (with its stability band) and certification.
 
-    theta: Tensor
-    label: str
-    kind: str = "given"
-    radius: float = 0.0
-
-
-def start_radii(radii: Sequence[float], n_per_radius: int) -> list[float]:
-    """The radius of each start ``perturbed_starts`` makes, in order: radius 0 once, every other
-    radius ``n_per_radius`` times."""
-    out: list[float] = []
-    for r in radii:
-        if r < 0:
-            raise ValueError(f"radii must be non-negative; got {r}")
-        out += [float(r)] * (1 if r == 0 else n_per_radius)
-    return out
-
-
-def perturbed_starts(theta: Tensor, radii: Sequence[float], n_per_radius: int, *,
-                     seed: Seed = 0, label: str = "start") -> list[Start]:
-    """Starts ``θ + δ`` with Gaussian δ of per-coordinate std ``r · ‖θ‖/√n`` (so ‖δ‖ ≈ r‖θ‖),
-    one per entry of ``start_radii``.
-
-    Radius 0 gives θ itself once. Dauphin et al. 2014 started from training points plus noise.
-    """
-    generator = as_generator(seed)
-    n = theta.numel()
-    rms = float(theta.norm()) / math.sqrt(n)
-    starts, seen = [], Counter()
-    for r in start_radii(radii, n_per_radius):
-        noise = gaussian(1, n, generator, dtype=theta.dtype, device=theta.device)[0]
-        starts.append(Start(theta + r * rms * noise, f"{label}/r={r:g}/{seen[r]}", "perturbed"
-                            if r > 0 else "given", r))
-        seen[r] += 1
-    return starts
-
-
-def analyse(obj: Objective, point: CriticalPoint, *, index_tol: float = DEFAULT_INDEX_TOL,
-            keep_eigenvalues: bool = True, max_dim: int = 300,
-            dense_max_params: int = DENSE_SPECTRUM_MAX_PARAMS, seed: Seed = 0) -> CriticalPoint:
-    """Add error, index (with stability over tol ×10 / ÷10) and certification.
-
-    The index comes from the dense spectrum up to ``dense_max_params`` parameters
+    The index is counted with the point's ``thresholds.index_tol`` / ``index_atol`` — the numbers
+    the search used — from the dense spectrum up to ``dense_max_params`` parameters
     (``index_method = "dense"``), else from Lanczos extremes (``spectrum.estimate_index``:
     ``"lanczos"``, or ``"lanczos-lower-bound"`` when the negative part was not reached; the
     near-zero and positive counts and the eigenvalues are then not known and left None).
     """
     if point.status == "diverged":
         return point
-    theta = point.theta
+    theta, th = point.theta, point.thresholds
     try:
         error = obj.error(theta)
     except ValueError:
         error = None
     if obj.num_params <= dense_max_params:
-        spec = full_spectrum(obj, theta, tol=index_tol)
+        spec = full_spectrum(obj, theta, tol=th.index_tol, atol=th.index_atol)
         inertia, eigenvalues, method = spec.inertia, spec.eigenvalues.cpu(), "dense"
         n_negative, n_zero, n_positive = inertia.n_negative, inertia.n_zero, inertia.n_positive
-        stable = all(count_inertia(spec.eigenvalues, t).n_negative == n_negative
-                     for t in (index_tol / 10, index_tol * 10))
+        low, high, stable = inertia.n_negative_min, inertia.n_negative_max, inertia.stable
     else:
-        est = estimate_index(obj, theta, tol=index_tol, seed=seed)
+        est = estimate_index(obj, theta, tol=th.index_tol, atol=th.index_atol, seed=seed)
         n_negative, n_zero, n_positive, eigenvalues = est.n_negative, None, None, None
         method = "lanczos" if est.complete else "lanczos-lower-bound"
-        stable = est.complete and all(est.n_negative_at(t) == n_negative
-                                      for t in (index_tol / 10, index_tol * 10))
+        low, high, stable = est.n_negative_min, est.n_negative_max, est.stable
     step_norm = math.nan
     if point.grad_norm > 0:
         space = newton_space(obj, theta, obj.grad(theta), max_dim=max_dim)
@@ -315,7 +289,8 @@ def analyse(obj: Objective, point: CriticalPoint, *, index_tol: float = DEFAULT_
     certified = (point.status == "critical" and stable
                  and step_norm <= 1e-6 * max(1.0, float(theta.norm())))
     return replace(point, error=error, index=n_negative / obj.num_params, n_negative=n_negative,
-                   n_zero=n_zero, n_positive=n_positive, index_tol=index_tol,
+                   n_zero=n_zero, n_positive=n_positive, index_tol=th.index_tol,
+                   index_atol=th.index_atol, n_negative_min=low, n_negative_max=high,
                    index_method=method, index_stable=stable,
                    eigenvalues=eigenvalues if keep_eigenvalues else None,
                    newton_step_norm=step_norm, certified=certified)
@@ -356,8 +331,7 @@ def assign_clusters(points: list[CriticalPoint], rtol: float = 1e-8) -> list[Cri
 
 def find_critical_points(obj: Objective, starts: Sequence[Start | Tensor],
                          method: str = DEFAULT_METHOD, *, thresholds: Thresholds | None = None,
-                         index_tol: float = DEFAULT_INDEX_TOL, progress: bool = True,
-                         **options) -> list[CriticalPoint]:
+                         progress: bool = True, **options) -> list[CriticalPoint]:
     """Run one search per start (θ tensors or ``Start``s) and analyse every non-diverged end point.
 
     A diverging search is labelled ``"diverged"`` and does not stop the others. Each end point gets
@@ -371,6 +345,6 @@ def find_critical_points(obj: Objective, starts: Sequence[Start | Tensor],
     for item in bar:
         point = find_critical_point(obj, item.theta, method, thresholds=thresholds,
                                     label=item.label, **options)
-        results.append(analyse(obj, point, index_tol=index_tol))
+        results.append(analyse(obj, point))
         bar.set_postfix(status=point.status, grad_norm=f"{point.grad_norm:.1e}")
     return assign_clusters(results)

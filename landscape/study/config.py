@@ -46,10 +46,12 @@ from pydantic import (
     model_validator,
 )
 
-from landscape.critical.search import AUTO, DEFAULT_METHOD, METHODS
+from landscape.critical.eigenvector_following import INDEX_MODES
+from landscape.critical.search import AUTO, DEFAULT_METHOD, METHODS, Thresholds
 from landscape.data import DataSpec
 from landscape.models import parse_model_spec
 from landscape.optim import OPTIMIZER_HELP
+from landscape.spectrum import DEFAULT_INDEX_ATOL, DEFAULT_INDEX_TOL
 
 FIGURES = ("epsilon_alpha", "spectra_by_error_band", "training_curves", "status_counts")
 CheckpointChoice = Literal["all", "last"] | PositiveInt
@@ -101,26 +103,32 @@ class Training(_Strict):
 class _Pass(_Strict):
     """Options every pass shares. ``checkpoints``: ``all``, ``last``, or an int k for every k-th
     checkpoint of a run (the last always included); ``n_samples``: evaluation set = first N
-    training samples (all if null); ``l2``: coefficient of (l2/2)‖θ‖² added to the loss."""
+    training samples (all if null); ``l2``: coefficient of (l2/2)‖θ‖² added to the loss;
+    ``index_tol`` / ``index_atol``: relative tolerance and absolute floor of the index count
+    (``spectrum.count_inertia``; the critical pass's searches use the same numbers)."""
 
     checkpoints: CheckpointChoice = "all"
     n_samples: PositiveInt | None = None
     l2: NonNegativeFloat = 0.0
-    index_tol: PositiveFloat = 1e-6
+    index_tol: NonNegativeFloat = DEFAULT_INDEX_TOL
+    index_atol: NonNegativeFloat = DEFAULT_INDEX_ATOL
 
 
 class CriticalPass(_Pass):
     """Critical-point searches from each checkpoint and ``per_radius`` perturbations of it per
     non-zero radius (relative: ‖δ‖ ≈ r‖θ‖); thresholds as in ``critical.Thresholds``.
-    ``indices``: with eigenvector following, search from every start once per target index k
-    (None: each start's own index)."""
+    ``indices``: with eigenvector following, search from every start once per target index k;
+    without them ``index_mode`` says how eigenvector following picks its index: ``follow``
+    recounts at every iterate (the nearest critical point of any index), ``start`` keeps the
+    start's count (``critical.EigenvectorFollowing``)."""
 
     method: str = DEFAULT_METHOD
     radii: list[NonNegativeFloat] = Field(default_factory=lambda: [0.0], min_length=1)
     per_radius: PositiveInt = 1
     indices: list[NonNegativeInt] | None = Field(default=None, min_length=1)
+    index_mode: Literal[INDEX_MODES] = "follow"
     l2: NonNegativeFloat = 1e-3
-    max_iterations: PositiveInt = 200
+    max_iterations: PositiveInt = Thresholds.max_iterations
     grad_tol: PositiveFloat = 1e-8
     seed: int = 0
 

@@ -42,8 +42,14 @@ from tqdm.auto import tqdm
 
 from landscape import plots
 from landscape.checkpoints import list_checkpoints, load_checkpoint
-from landscape.critical import Thresholds, analyse, find_critical_point, perturbed_starts
-from landscape.critical.search import HISTORY_FIELDS, CriticalPoint, cluster_ids, start_radii
+from landscape.critical import (
+    Thresholds,
+    analyse,
+    find_critical_point,
+    perturbed_starts,
+    start_radii,
+)
+from landscape.critical.search import HISTORY_FIELDS, CriticalPoint, cluster_ids, resolve_method
 from landscape.problem import Problem, problem_from_checkpoint
 from landscape.spectrum import full_spectrum
 from landscape.store import Store, json_safe, open_store, provenance
@@ -64,8 +70,10 @@ class StudyOutcome:
 
     ``status_counts``: searches per status over the whole store; ``n_distinct_critical``:
     critical points after merging duplicates (``critical.search.cluster_ids``); ``rho``:
-    Spearman ``(ρ, p, n)`` of (α, ε) over the points labelled critical, for ε = ``"loss"`` and
-    ``"error"``, and over one point per distinct critical point (``"loss_distinct"``, …).
+    Spearman ``(ρ, p, n)`` of (α, ε) over the points labelled critical with a stable index, for
+    ε = ``"loss"`` and ``"error"``, and over one point per distinct critical point
+    (``"loss_distinct"``, …); ``n_index_uncertain``: critical points left out of ρ because their
+    index is uncertain.
     """
 
     store_path: Path
@@ -75,6 +83,7 @@ class StudyOutcome:
     status_counts: dict[str, int]
     n_distinct_critical: int
     rho: dict[str, tuple[float, float, int]]
+    n_index_uncertain: int
     mlflow_run_id: str | None
     tracking_uri: str
     invocation: str
@@ -88,6 +97,9 @@ class StudyOutcome:
             parts = [_format_rho(*self.rho[f"{name}{suffix}"]) + f" over {what}"
                      for suffix, what in (("", "critical points"), ("_distinct", "distinct ones"))]
             lines.append(f"Spearman ρ(ε = {name}, α): " + "; ".join(parts))
+        if self.n_index_uncertain:
+            lines.append(f"left out of ρ and of the isotonic fit: {self.n_index_uncertain} "
+                         f"critical points whose index is uncertain (see index_stable)")
         lines.append(f"store: {self.store_path}")
         if self.figures:
             lines.append(f"figures: {self.store_path.parent / 'figures'}")
@@ -106,8 +118,10 @@ def _format_rho(rho: float, p: float, n: int) -> str:
 
 
 def epsilon_alpha_rhos(df: pd.DataFrame) -> tuple[dict[str, tuple[float, float, int]], int]:
-    """Spearman ``(ρ, p, n)`` of (α, loss) and (α, error) over the rows labelled critical, and over
-    one row per distinct critical point (``*_distinct``); plus the number of distinct points."""
+    """Spearman ``(ρ, p, n)`` of (α, loss) and (α, error) over the rows labelled critical with a
+    stable index (``plots.with_index_certainty``), and over one row per distinct such point
+    (``*_distinct``); plus the number of distinct points."""
+    df = plots.with_index_certainty(df)
     clusters = cluster_ids(df["status"], df.get("n_negative", [None] * len(df)),
                            df.get("n_zero", [None] * len(df)), df["loss"])
     distinct = df.assign(cluster=clusters).dropna(subset=["cluster"]).drop_duplicates("cluster")
@@ -257,7 +271,7 @@ class _Analysis:
             return
         obj = self._problem(path, cfg.n_samples, cfg.l2).objective
         theta = obj.theta
-        spec = full_spectrum(obj, theta, tol=cfg.index_tol)
+        spec = full_spectrum(obj, theta, tol=cfg.index_tol, atol=cfg.index_atol)
         inertia = spec.inertia
         try:
             error = obj.error(theta)
@@ -267,6 +281,8 @@ class _Analysis:
                     {"loss": float(obj.loss(theta)), "error": error, "index": inertia.index,
                      "n_negative": inertia.n_negative, "n_zero": inertia.n_zero,
                      "n_positive": inertia.n_positive, "index_tol": cfg.index_tol,
+                     "index_atol": cfg.index_atol, "n_negative_min": inertia.n_negative_min,
+                     "n_negative_max": inertia.n_negative_max, "index_stable": inertia.stable,
                      "l2": cfg.l2, "n_samples": obj.num_samples},
                     {"eigenvalues": ("eigenvalue",)}, options)
 
@@ -281,20 +297,23 @@ class _Analysis:
         seed = zlib.crc32(f"{cfg.seed}/{run}/{path.stem}".encode())
         starts = perturbed_starts(obj.theta, cfg.radii, cfg.per_radius, seed=seed,
                                   label=f"{run}/{path.stem}")
-        thresholds = Thresholds(grad_tol=cfg.grad_tol, max_iterations=cfg.max_iterations)
+        thresholds = Thresholds(grad_tol=cfg.grad_tol, max_iterations=cfg.max_iterations,
+                                index_tol=cfg.index_tol, index_atol=cfg.index_atol)
+        following = resolve_method(cfg.method, obj.num_params) == "eigenvector-following"
         bar = tqdm(todo, desc=f"critical points {run}/{path.stem}", unit="search",
                    disable=not self.progress)
         for key, i, index in bar:
             start = starts[i]
+            target = {"index": cfg.index_mode if index is None else index} if following else {}
             point = find_critical_point(obj, start.theta, cfg.method, thresholds=thresholds,
-                                        label=start.label,
-                                        **({} if index is None else {"index": index}))
-            point = analyse(obj, point, index_tol=cfg.index_tol)
+                                        label=start.label, **target)
+            point = analyse(obj, point)
             arrays, dims, attrs = _point_record(point)
             arrays["start"] = start.theta.cpu().numpy()
             dims["start"] = ("param",)
             attrs |= {"start_kind": start.kind, "radius": start.radius, "target_index": index,
-                      "l2": cfg.l2, "n_samples": obj.num_samples, "device": str(obj.device)}
+                      "n_params": obj.num_params, "l2": cfg.l2, "n_samples": obj.num_samples,
+                      "device": str(obj.device)}
             self._write(key, arrays, attrs, dims, options)
             bar.set_postfix(status=point.status, grad_norm=f"{point.grad_norm:.1e}")
 
@@ -415,11 +434,13 @@ def run_study(study: Study, *, device: str | None = None, progress: bool = True,
         df = store.critical_points()
         counts = dict(Counter(df["status"].dropna()))
         rho, n_distinct = epsilon_alpha_rhos(df)
+        n_uncertain = int((plots.with_index_certainty(df)["status"] == plots.UNCERTAIN).sum())
         summary = {f"n_{s.replace('-', '_')}": n for s, n in counts.items()}
         summary |= {f"spearman_rho_{k}": v[0] for k, v in rho.items()}
-        summary |= {"n_distinct_critical": n_distinct, "results_computed": analysis.computed,
+        summary |= {"n_distinct_critical": n_distinct, "n_index_uncertain": n_uncertain,
+                    "results_computed": analysis.computed,
                     "results_skipped": analysis.skipped}
         tracker.log_metrics({k: v for k, v in summary.items()
                              if v is not None and not (isinstance(v, float) and math.isnan(v))})
     return StudyOutcome(store.path, figures, analysis.computed, analysis.skipped, counts,
-                        n_distinct, rho, run_id, tracker.tracking_uri, invocation)
+                        n_distinct, rho, n_uncertain, run_id, tracker.tracking_uri, invocation)
