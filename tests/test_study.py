@@ -216,7 +216,7 @@ def test_target_indices_search_each_start_once_per_index(tmp_path):
     ("levenberg-marquardt", "start", None)])
 def test_index_mode_reaches_eigenvector_following_only(tmp_path, monkeypatch, method, mode,
                                                        expected):
-    import landscape.study.runner as runner
+    from landscape.study import runner
     seen = []
 
     def recording(*args, **kwargs):
