@@ -66,8 +66,8 @@ def uniform_in_loss_starts(thetas: Sequence[Tensor], losses: Sequence[float], n_
     loss, the iterate whose loss is nearest and not yet taken is used (sampling uniformly in
     iteration would over-sample the flat tail of training; taking each iterate once keeps a fast
     drop of the loss from turning into repeated starts); starts 1, 3, 5, … get i.i.d. Gaussian
-    noise of
-    standard deviation ``noise_std`` per coordinate (Frye et al.: variance 1e-2, i.e. 0.1).
+    noise of standard deviation ``noise_std`` per coordinate (Frye et al.: variance 1e-2, i.e.
+    0.1).
     ``thetas``: ``[n]`` iterates; ``losses``: their losses. Kind ``"trajectory"`` or
     ``"perturbed"``; ``radius`` holds the noise std.
     """
