@@ -14,7 +14,7 @@ CNN on the digits data, briefly trained full-batch with a fixed seed, it prints:
   100-sample Hutchinson loop.
 
 Timings are medians of repeats; only ratios are meant to be compared (machines are noisy).
-Everything runs in float64 on the CPU unless ``--device`` says otherwise.
+Everything runs in float64 on ``--device`` (default ``auto``: CUDA when present, else the CPU).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from torch import nn
 
 from landscape.data import load_dataset
 from landscape.models import build_model
-from landscape.objective import Objective
+from landscape.objective import Objective, resolve_device
 from landscape.spectrum import estimate_trace, extreme_eigenpairs
 
 CE = nn.functional.cross_entropy
@@ -154,14 +154,14 @@ def trace_ratios(model: nn.Module, data, obj: Objective, eigenvalues: torch.Tens
     out = {"trace: exact": exact, "trace: pyhessian value": float(samples.mean()),
            "trace: pyhessian stderr": target, "trace: pyhessian_s": t_ph}
     for method in ("hutchinson", "hutch++"):
-        probes = 12
+        matvecs = 12
         while True:
-            t, est = _timed(lambda m=method, p=probes: estimate_trace(obj, obj.theta, p, m,
-                                                                      seed=0), 1)
-            if est.stderr <= target or probes >= 4 * n_samples:
+            t, est = _timed(lambda m=method, v=matvecs: estimate_trace(
+                obj, obj.theta, n_matvecs=v, method=m, seed=0), 1)
+            if est.stderr <= target or matvecs >= 4 * n_samples:
                 break
-            probes = int(probes * 1.5)
-        out.update({f"trace: {method} HVPs": probes, f"trace: {method} stderr": est.stderr,
+            matvecs = int(matvecs * 1.5)
+        out.update({f"trace: {method} HVPs": est.n_matvecs, f"trace: {method} stderr": est.stderr,
                     f"trace: {method} |error|": abs(est.value - exact),
                     f"trace: pyhessian / {method} time": t_ph / t})
     return out
@@ -211,9 +211,10 @@ def _memory_in_subprocess(name: str, method: str) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def run(device: str = "cpu", models: tuple[str, ...] = ("mlp", "cnn"),
+def run(device: str = "auto", models: tuple[str, ...] = ("mlp", "cnn"),
         memory: bool = True) -> dict[str, dict[str, float]]:
     """All benchmark numbers, per model."""
+    device = str(resolve_device(device))
     results = {}
     for name in models:
         model, data = bench_problem(name, device)
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto")
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -56,11 +56,11 @@ from landscape.critical.linear_autoencoder import (
     analytic_critical_points,
     gaussian_data,
     linear_autoencoder,
-    mean_squared_error,
     representative,
     second_moment_factor,
 )
 from landscape.data import load_dataset
+from landscape.losses import mean_squared_error
 from landscape.objective import Objective
 
 F64 = torch.float64

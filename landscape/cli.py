@@ -18,6 +18,7 @@ from landscape.critical.search import AUTO, DEFAULT_METHOD, METHODS, Thresholds
 from landscape.critical.steps import DENSE_MAX_PARAMS
 from landscape.optim import OPTIMIZER_HELP
 from landscape.spectrum import DEFAULT_INDEX_ATOL, DEFAULT_INDEX_TOL, DENSE_SPECTRUM_MAX_PARAMS
+from landscape.study.config import DEVICE_HELP
 
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False)
 bench_app = typer.Typer(help="Benchmarks (ratios measured in one process).", no_args_is_help=True)
@@ -99,7 +100,7 @@ def spectrum(
                                                 "(its last checkpoint is used)."),
     n_samples: int = typer.Option(None, min=1, help="Evaluation set: first N training samples."),
     top_k: int = typer.Option(5, min=1, help="Extreme eigenvalues to compute by Lanczos."),
-    probes: int = typer.Option(99, min=3, help="HVPs for the Hutch++ trace."),
+    matvecs: int = typer.Option(99, min=3, help="HVPs for the Hutch++ trace."),
     dense: bool = typer.Option(None, help="Full dense spectrum (default: when it fits and "
                                           f"n ≤ {DENSE_SPECTRUM_MAX_PARAMS:,})."),
     tol: float = typer.Option(DEFAULT_INDEX_TOL, help="Relative tolerance of the index α "
@@ -107,7 +108,7 @@ def spectrum(
     atol: float = typer.Option(DEFAULT_INDEX_ATOL, help="Absolute floor of the index "
                                                        "threshold."),
     l2: float = typer.Option(0.0, help="L2 coefficient added to the loss."),
-    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    device: str = typer.Option("auto", help=DEVICE_HELP + "."),
     seed: int = typer.Option(0, help="Seed of the stochastic estimators."),
 ) -> None:
     """Hessian spectrum at a checkpoint: extremes, trace ± s.e., index (dense when small)."""
@@ -128,7 +129,7 @@ def spectrum(
                                                              top.eigenvalues.tolist()))
     table.add_row("max residual ‖Hv − λv‖", f"{float(top.residuals.max()):.2e}")
     table.add_row("λmin", f"{float(low.eigenvalues[0]):.6g}")
-    tr = estimate_trace(obj, theta, n_probes=probes, seed=seed)
+    tr = estimate_trace(obj, theta, n_matvecs=matvecs, seed=seed)
     table.add_row("trace (Hutch++)", f"{tr.value:.6g} ± {tr.stderr:.2g}")
     if dense if dense is not None else obj.num_params <= DENSE_SPECTRUM_MAX_PARAMS:
         spec = full_spectrum(obj, theta, tol=tol, atol=atol)
@@ -162,7 +163,7 @@ def critical(
     index_atol: float = typer.Option(DEFAULT_INDEX_ATOL, help="Absolute floor of the index "
                                                              "threshold."),
     seed: int = typer.Option(0, help="Seed of the perturbations."),
-    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+    device: str = typer.Option("auto", help=DEVICE_HELP + "."),
 ) -> None:
     """Search for critical points near checkpoints and print one row per search (an uncertain
     index is shown as the range of negative counts inside its stability band)."""
@@ -215,19 +216,47 @@ def _load_study(path: Path, quick: bool, overrides: list[str]):
 def study_run(
     study_file: Path = typer.Argument(..., help="Study file (YAML), e.g. studies/dauphin2014.yaml."),
     quick: bool = typer.Option(False, help="Apply the study's `quick` overrides (a smoke run)."),
-    device: str = typer.Option(None, help="cpu, cuda or auto (default: the study's)."),
+    device: str = typer.Option(None, help="cpu, cuda, cuda:N or auto (default: the study's, "
+                                          "auto unless set)."),
     set_: list[str] = typer.Option([], "--set", help="Override a study key, dotted=value (YAML "
                                                      "value); repeatable."),
+    executor: str = typer.Option("local", help="local (in this process) or ray (Ray tasks: a "
+                                               "local instance, or the cluster at --address)."),
+    address: str = typer.Option(None, help="Address of a running Ray cluster (with --executor "
+                                           "ray; default $RAY_ADDRESS, else a local instance)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Run a study: train or find its runs, analyse the checkpoints into the Zarr store (complete
-    results are skipped, so an interrupted study resumes), draw figures, log to MLflow."""
-    from landscape.study import run_study
+    results are skipped, so an interrupted study resumes), draw figures, log to MLflow. Exits
+    with status 1 when a task failed (the others' results are stored)."""
+    from landscape.study import StudyError, run_study
+    from landscape.study.config import check_device
+    from landscape.study.executors import EXECUTORS
 
+    if executor not in EXECUTORS:
+        raise typer.BadParameter(f"choose one of {', '.join(EXECUTORS)}; got {executor!r}",
+                                 param_hint="--executor")
+    if address is not None and executor != "ray":
+        raise typer.BadParameter("--address needs --executor ray", param_hint="--address")
+    if device is not None:
+        _check(check_device, device, "--device")
     study = _load_study(study_file, quick, set_)
-    outcome = run_study(study, device=device, progress=progress, log=console.print,
-                        study_file=study_file)
+    try:
+        outcome = run_study(study, device=device, progress=progress, log=console.print,
+                            study_file=study_file, executor=executor, address=address)
+    except StudyError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     console.print(outcome.report(), highlight=False, soft_wrap=True)
+    if outcome.failures:
+        raise typer.Exit(1)
+
+
+def _check(validate, value, hint: str):
+    try:
+        return validate(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
 
 
 @study_app.command("validate")
@@ -257,8 +286,40 @@ def inspect(store: Path = typer.Argument(..., help="A study's store.zarr folder.
     console.print(opened.summary(), highlight=False, soft_wrap=True)
 
 
+@app.command()
+def diff(
+    store_a: Path = typer.Argument(..., help="A store.zarr folder."),
+    store_b: Path = typer.Argument(..., help="Another store.zarr folder."),
+    ignore: str = typer.Option("invocation,wall_time", help="Comma-separated attributes not "
+                                                           "compared."),
+    rename: list[str] = typer.Option([], help="old=new: a name in the first store that the "
+                                              "second calls new (repeatable)."),
+    limit: int = typer.Option(50, min=1, help="Differences to print at most."),
+) -> None:
+    """Compare the results of two stores (keys, arrays bit for bit, attributes); exits 1 if they
+    differ. E.g. a study rerun on another machine, or with another executor."""
+    from landscape.store import diff_stores, open_store
+
+    renames = dict(r.split("=", 1) for r in rename if "=" in r)
+    if len(renames) != len(rename):
+        raise typer.BadParameter("each --rename is old=new", param_hint="--rename")
+    try:
+        a, b = open_store(store_a, mode="r"), open_store(store_b, mode="r")
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    found = diff_stores(a, b, ignore=[k for k in ignore.split(",") if k], renames=renames)
+    for line in found[:limit]:
+        console.print(line, highlight=False, soft_wrap=True)
+    n = len(list(a.iter_results()))
+    console.print(f"{len(found)} differences ({n} results in {store_a})"
+                  + (f"; first {limit} shown" if len(found) > limit else ""), highlight=False)
+    if found:
+        raise typer.Exit(1)
+
+
 @bench_app.command("curvature")
-def bench_curvature(device: str = typer.Option("cpu"), models: str = typer.Option("mlp,cnn"),
+def bench_curvature(device: str = typer.Option("auto", help=DEVICE_HELP + "."),
+                    models: str = typer.Option("mlp,cnn"),
                     memory: bool = typer.Option(True, help="Measure peak memory in "
                                                            "subprocesses.")) -> None:
     """HVP / gradient, dense Hessian, top-5 eigenvalues and trace against baselines."""

@@ -1,9 +1,9 @@
 """The Objective: a model + loss + fixed dataset seen as a function of one flat θ.
 
 Owns: the flat-parameter view of a model, the full-batch mean loss over a fixed evaluation set,
-its gradient, batched Hessian-vector products, the dense Hessian in bounded memory, and the
-memory check that refuses dense requests which cannot fit. Imports nothing from storage,
-tracking or plotting.
+its gradient, batched Hessian-vector products (also as a ``SymmetricOperator``, ``hessian_op``),
+the dense Hessian in bounded memory, and the memory check that refuses dense requests which
+cannot fit. Imports nothing from storage, tracking or plotting.
 
 Conventions
 -----------
@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
+
+from landscape.linalg.operator import SymmetricOperator
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 HVP_MODES = ("fwd-rev", "rev-rev")
@@ -330,6 +332,14 @@ class Objective:
             out = out + c.weight * self._chunk_hvp(theta, c, batch)
         return out.detach()
 
+    def hessian_op(self, theta: Tensor) -> SymmetricOperator:
+        """H(θ) as a ``SymmetricOperator``: its ``matmat`` is the batched ``hvp`` at (a copy of)
+        θ, its ``n_matvecs`` counts the HVPs; ``op.dense()`` builds the matrix as ``hessian``
+        does (without the memory check)."""
+        theta = self._check_theta(theta).clone()
+        return SymmetricOperator(lambda V: self.hvp(theta, V), self.num_params, dtype=self.dtype,
+                                 device=self.device)
+
     def hessian(self, theta: Tensor, *, block_size: int | None = None) -> Tensor:
         """Dense Hessian ``[n, n]`` built from blocks of ``block_size`` identity columns.
 
@@ -340,19 +350,9 @@ class Objective:
         """
         theta = self._check_theta(theta)
         _refuse_transform(theta, "hessian", "torch.func.hessian(obj.loss)")
-        n = self.num_params
-        check_dense_fits(n, self.dtype, self.device, copies=1.25, what="A dense Hessian")
-        if block_size is None:
-            block_size = min(n, 128)
-        if block_size < 1:
-            raise ValueError(f"block_size must be positive; got {block_size}")
-        out = torch.empty(n, n, dtype=self.dtype, device=self.device)
-        for start in range(0, n, block_size):
-            stop = min(n, start + block_size)
-            eye = torch.zeros(stop - start, n, dtype=self.dtype, device=self.device)
-            eye[:, start:stop].fill_diagonal_(1.0)
-            out[start:stop] = self.hvp(theta, eye)
-        return 0.5 * (out + out.T)
+        check_dense_fits(self.num_params, self.dtype, self.device, copies=1.25,
+                         what="A dense Hessian")
+        return self.hessian_op(theta).dense(block_size)
 
     def outputs(self, theta: Tensor) -> list[Tensor]:
         """Model outputs per chunk at θ (no gradient), in data order."""

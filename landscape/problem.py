@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from landscape.checkpoints import Checkpoint, load_checkpoint
-from landscape.critical.linear_autoencoder import autoencoder_loss
 from landscape.data import Dataset, load_dataset
+from landscape.losses import autoencoder_loss
 from landscape.models import parse_model_spec
 from landscape.objective import Objective
 

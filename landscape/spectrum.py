@@ -6,6 +6,11 @@ smoothing for plots. Every estimate carries its error: residual norms for eigenp
 error for traces; every stochastic routine takes a ``seed`` (int or ``torch.Generator``).
 Imports nothing from storage, tracking or plotting.
 
+The operator: every function takes either an ``Objective`` and θ (the Hessian H(θ)) or any
+``SymmetricOperator`` with θ omitted (a GGN, a shifted or rescaled Hessian, an explicit matrix),
+e.g. ``extreme_eigenpairs(obj, theta, k=5)`` or ``extreme_eigenpairs(obj.hessian_op(theta),
+k=5)``; the ``n_matvecs`` a result reports is what the operator's counter counted.
+
 Index convention: with ``scale = max |λ|``, relative tolerance ``tol`` and absolute floor ``atol``,
 eigenvalues below ``−max(tol·scale, atol)`` are negative, above ``+max(tol·scale, atol)``
 positive, the rest near-zero; ``α = n_negative / n``. The count is stable when it does not change
@@ -23,9 +28,12 @@ from torch import Tensor
 from landscape.linalg.hutchinson import TraceEstimate, hutchinson_trace
 from landscape.linalg.lanczos import Lanczos
 from landscape.linalg.meyer2020hutchpp import hutchpp_trace
+from landscape.linalg.operator import SymmetricOperator
 from landscape.linalg.probes import Seed, as_generator, gaussian
 from landscape.linalg.slq import slq
 from landscape.objective import Objective, check_dense_fits
+
+Target = Objective | SymmetricOperator
 
 DEFAULT_INDEX_TOL = 1e-11
 DEFAULT_INDEX_ATOL = 1e-9
@@ -35,10 +43,26 @@ TRACE_METHODS = ("hutchinson", "hutch++")
 
 __all__ = [
     "DEFAULT_INDEX_ATOL", "DEFAULT_INDEX_TOL", "DENSE_SPECTRUM_MAX_PARAMS", "INDEX_BAND",
-    "EigenPairs", "IndexEstimate", "Inertia", "SpectralDensity", "Spectrum", "TraceEstimate",
-    "count_inertia", "estimate_index", "estimate_trace", "extreme_eigenpairs", "full_spectrum",
-    "index_threshold", "smooth_density", "spectral_density",
+    "EigenPairs", "IndexEstimate", "Inertia", "SpectralDensity", "Spectrum", "SymmetricOperator",
+    "TraceEstimate", "as_operator", "count_inertia", "estimate_index", "estimate_trace",
+    "extreme_eigenpairs", "full_spectrum", "index_threshold", "smooth_density", "spectral_density",
 ]
+
+
+def as_operator(target: Target, theta: Tensor | None = None) -> SymmetricOperator:
+    """The operator the spectrum functions work on: ``target.hessian_op(theta)`` for an
+    ``Objective`` (θ required), ``target`` itself for a ``SymmetricOperator`` (θ omitted)."""
+    if isinstance(target, SymmetricOperator):
+        if theta is not None:
+            raise ValueError("theta is for an Objective only; a SymmetricOperator is already "
+                             "evaluated at its point (pass theta=None)")
+        return target
+    if isinstance(target, Objective):
+        if theta is None:
+            raise ValueError("theta is required with an Objective (or pass "
+                             "obj.hessian_op(theta))")
+        return target.hessian_op(theta)
+    raise TypeError(f"expected an Objective or a SymmetricOperator; got {type(target).__name__}")
 
 
 @dataclass(frozen=True)
@@ -137,17 +161,19 @@ class Spectrum:
         return count_inertia(self.eigenvalues, tol, atol=atol)
 
 
-def full_spectrum(obj: Objective, theta: Tensor, *, tol: float = DEFAULT_INDEX_TOL,
-                  atol: float = DEFAULT_INDEX_ATOL, eigenvectors: bool = False,
-                  block_size: int | None = None) -> Spectrum:
-    """All eigenvalues (ascending) of the dense Hessian at θ, decomposed in float64.
+def full_spectrum(target: Target, theta: Tensor | None = None, *,
+                  tol: float = DEFAULT_INDEX_TOL, atol: float = DEFAULT_INDEX_ATOL,
+                  eigenvectors: bool = False, block_size: int | None = None) -> Spectrum:
+    """All eigenvalues (ascending) of the dense Hessian at θ (or of an operator), in float64.
 
-    The Hessian is built by ``obj.hessian`` in ``obj.dtype`` (use float64 for an index) and refused
-    up front when it and the decomposition's workspace would not fit on the device.
+    The matrix is built from blocks of ``block_size`` identity columns (``op.dense``, n matvecs)
+    in the operator's dtype (use float64 for an index) and refused up front when it and the
+    decomposition's workspace would not fit on the device.
     """
-    check_dense_fits(obj.num_params, torch.float64, obj.device, copies=3 if eigenvectors else 2,
+    op = as_operator(target, theta)
+    check_dense_fits(op.n, torch.float64, op.device, copies=3 if eigenvectors else 2,
                      what="A dense spectrum")
-    hessian = obj.hessian(theta, block_size=block_size).to(torch.float64)
+    hessian = op.dense(block_size).to(torch.float64)
     if eigenvectors:
         values, vectors = torch.linalg.eigh(hessian)
     else:
@@ -165,7 +191,7 @@ class EigenPairs:
         eigenvectors: ``[k, n]`` unit Ritz vectors (rows).
         residuals: ``[k]`` explicit ``‖H v − λ v‖`` (each eigenvalue is within this of a true one).
         converged: ``[k]`` bool, residual ≤ ``tol · |λ|``.
-        n_matvecs: Hessian-vector products spent (including the residual check).
+        n_matvecs: operator applications (HVPs) spent, including the residual check.
     """
 
     eigenvalues: Tensor
@@ -175,10 +201,10 @@ class EigenPairs:
     n_matvecs: int
 
 
-def extreme_eigenpairs(obj: Objective, theta: Tensor, k: int = 1, which: str = "largest", *,
-                       tol: float = 1e-6, max_steps: int | None = None,
+def extreme_eigenpairs(target: Target, theta: Tensor | None = None, k: int = 1,
+                       which: str = "largest", *, tol: float = 1e-6, max_steps: int | None = None,
                        seed: Seed = 0) -> EigenPairs:
-    """The k algebraically largest (or smallest) Hessian eigenpairs by Lanczos.
+    """The k algebraically largest (or smallest) eigenpairs of H(θ) (or an operator) by Lanczos.
 
     Full reorthogonalisation; the basis grows 10 steps at a time until the Ritz residual estimates
     of the k wanted pairs fall below ``tol · |λ|`` (which bounds each eigenvalue's relative error by
@@ -187,16 +213,16 @@ def extreme_eigenpairs(obj: Objective, theta: Tensor, k: int = 1, which: str = "
     """
     if which not in ("largest", "smallest"):
         raise ValueError(f"which must be 'largest' or 'smallest'; got {which!r}")
-    n = obj.num_params
+    op = as_operator(target, theta)
+    n, start = op.n, op.n_matvecs
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, n={n}]; got {k}")
     max_steps = min(n, max_steps if max_steps is not None else max(300, 10 * k))
     if max_steps < k:
         raise ValueError(f"max_steps={max_steps} is smaller than k={k}")
-    theta = theta.to(obj.device, obj.dtype)
     generator = as_generator(seed)
-    v0 = gaussian(1, n, generator, dtype=obj.dtype, device=obj.device)
-    process = Lanczos(lambda V: obj.hvp(theta, V), v0, max_steps, generator)
+    v0 = gaussian(1, n, generator, dtype=op.dtype, device=op.device)
+    process = Lanczos(op, v0, max_steps, generator)
     process.extend(min(max_steps, max(2 * k + 10, 20)))
     while True:
         values, vectors, estimates = process.result().ritz()
@@ -209,9 +235,9 @@ def extreme_eigenpairs(obj: Objective, theta: Tensor, k: int = 1, which: str = "
     basis = process.result().basis[0]
     ritz_vectors = vectors[0][:, order].T @ basis
     ritz_values = values[0, order]
-    residuals = (obj.hvp(theta, ritz_vectors) - ritz_values[:, None] * ritz_vectors).norm(dim=1)
+    residuals = (op(ritz_vectors) - ritz_values[:, None] * ritz_vectors).norm(dim=1)
     return EigenPairs(ritz_values, ritz_vectors, residuals,
-                      residuals <= tol * ritz_values.abs(), process.steps + k)
+                      residuals <= tol * ritz_values.abs(), op.n_matvecs - start)
 
 
 @dataclass(frozen=True)
@@ -226,7 +252,7 @@ class IndexEstimate:
             the stability band was reached. A multiple eigenvalue is found once (single-vector
             Krylov), so even a complete count is a lower bound at degenerate points.
         smallest: ascending Ritz values ``[k]``; ``residuals``: their ``‖Hv − λv‖``.
-        n_matvecs: Hessian-vector products spent.
+        n_matvecs: operator applications (HVPs) spent.
     """
 
     n_negative: int
@@ -264,22 +290,23 @@ class IndexEstimate:
         return self.complete and self.n_negative_min == self.n_negative_max
 
 
-def estimate_index(obj: Objective, theta: Tensor, *, tol: float = DEFAULT_INDEX_TOL,
-                   atol: float = DEFAULT_INDEX_ATOL, band: float = INDEX_BAND,
-                   max_k: int = 256, seed: Seed = 0) -> IndexEstimate:
-    """Count the negative Hessian eigenvalues (below ``−max(tol·max|λ|, atol)``) matrix-free.
+def estimate_index(target: Target, theta: Tensor | None = None, *,
+                   tol: float = DEFAULT_INDEX_TOL, atol: float = DEFAULT_INDEX_ATOL,
+                   band: float = INDEX_BAND, max_k: int = 256, seed: Seed = 0) -> IndexEstimate:
+    """Count the negative eigenvalues of H(θ) (or an operator), those below
+    ``−max(tol·max|λ|, atol)``, matrix-free.
 
     The smallest k eigenvalues are computed by Lanczos for k = 8, 16, 32, … until the k-th is
     above the stability band (``complete``) or k reaches ``max_k`` (then the count is a lower
     bound). Cost: a few hundred HVPs per doubling; for an index beyond ``max_k`` use
     ``spectral_density``.
     """
-    n = obj.num_params
-    top = extreme_eigenpairs(obj, theta, 1, "largest", seed=seed)
-    k, spent = min(8, n), top.n_matvecs
+    op = as_operator(target, theta)
+    n, start = op.n, op.n_matvecs
+    top = extreme_eigenpairs(op, k=1, which="largest", seed=seed)
+    k = min(8, n)
     while True:
-        low = extreme_eigenpairs(obj, theta, k, "smallest", seed=seed)
-        spent += low.n_matvecs
+        low = extreme_eigenpairs(op, k=k, which="smallest", seed=seed)
         values = low.eigenvalues
         scale = max(abs(float(top.eigenvalues[0])), abs(float(values[0])))
         threshold = index_threshold(scale, tol, atol)
@@ -288,22 +315,27 @@ def estimate_index(obj: Objective, theta: Tensor, *, tol: float = DEFAULT_INDEX_
             break
         k = min(2 * k, max_k, n)
     return IndexEstimate(int((values < -threshold).sum()), n, tol, atol, threshold, scale, band,
-                         complete, values, low.residuals, spent)
+                         complete, values, low.residuals, op.n_matvecs - start)
 
 
-def estimate_trace(obj: Objective, theta: Tensor, n_probes: int = 99, method: str = "hutch++", *,
-                   seed: Seed = 0, block_size: int = 32) -> TraceEstimate:
-    """Stochastic estimate of tr H(θ) with its standard error, spending ``n_probes`` HVPs.
+def estimate_trace(target: Target, theta: Tensor | None = None, n_matvecs: int = 99,
+                   method: str = "hutch++", *, seed: Seed = 0,
+                   block_size: int = 32) -> TraceEstimate:
+    """Stochastic estimate of tr H(θ) (or of an operator) with its standard error, spending
+    ``n_matvecs`` operator applications (HVPs) in either method.
 
-    ``"hutch++"`` (default) deflates the top of the spectrum first and wins whenever a few
-    eigenvalues dominate; ``"hutchinson"`` is the plain Rademacher average.
+    ``"hutch++"`` (default) spends them as ``n_matvecs // 3`` sketch vectors, as many on the
+    exact trace of the sketch's span, and the rest as Hutchinson probes of the deflated
+    remainder; it wins whenever a few eigenvalues dominate. ``"hutchinson"`` is the plain
+    Rademacher average of ``n_matvecs`` probes (one HVP each) — ``hutchinson_trace``'s
+    ``n_probes``. Equal ``n_matvecs`` is the fair comparison.
     """
     if method not in TRACE_METHODS:
         raise ValueError(f"method must be one of {TRACE_METHODS}; got {method!r}")
-    theta = theta.to(obj.device, obj.dtype)
+    op = as_operator(target, theta)
     estimator = hutchpp_trace if method == "hutch++" else hutchinson_trace
-    return estimator(lambda V: obj.hvp(theta, V), obj.num_params, n_probes, as_generator(seed),
-                     dtype=obj.dtype, device=obj.device, block_size=block_size)
+    return estimator(op, op.n, n_matvecs, as_generator(seed), dtype=op.dtype, device=op.device,
+                     block_size=block_size)
 
 
 @dataclass(frozen=True)
@@ -328,18 +360,18 @@ class SpectralDensity:
         return float(per_probe.mean()), stderr
 
 
-def spectral_density(obj: Objective, theta: Tensor, n_steps: int = 90, n_probes: int = 10, *,
-                     seed: Seed = 0) -> SpectralDensity:
-    """Spectral density of H(θ) by stochastic Lanczos quadrature (all probes batched).
+def spectral_density(target: Target, theta: Tensor | None = None, n_steps: int = 90,
+                     n_probes: int = 10, *, seed: Seed = 0) -> SpectralDensity:
+    """Spectral density of H(θ) (or of an operator) by stochastic Lanczos quadrature.
 
-    Defaults follow Ghorbani et al. 2019 (80–90 steps, full reorthogonalisation); ``n_steps`` is
-    capped at n.
+    All probes run batched: ``n_steps`` applications of a ``[n_probes, n]`` block, i.e.
+    ``n_steps · n_probes`` matvecs. Defaults follow Ghorbani et al. 2019 (80–90 steps, full
+    reorthogonalisation); ``n_steps`` is capped at n.
     """
-    theta = theta.to(obj.device, obj.dtype)
-    nodes, weights = slq(lambda V: obj.hvp(theta, V), obj.num_params,
-                         min(n_steps, obj.num_params), n_probes, as_generator(seed),
-                         dtype=obj.dtype, device=obj.device)
-    return SpectralDensity(nodes.cpu(), weights.cpu(), obj.num_params)
+    op = as_operator(target, theta)
+    nodes, weights = slq(op, op.n, min(n_steps, op.n), n_probes, as_generator(seed),
+                         dtype=op.dtype, device=op.device)
+    return SpectralDensity(nodes.cpu(), weights.cpu(), op.n)
 
 
 def smooth_density(density: SpectralDensity, *, n_grid: int = 1000,

@@ -4,15 +4,24 @@ Owns the on-disk schema below and the provenance record. Takes plain numpy array
 and dicts; imports nothing from the numerics (objective, spectrum, critical, linalg), tracking or
 plotting.
 
-Schema (one Zarr v3 store per study, a directory on the local file system)::
+Schema version 2 (one Zarr v3 store per study, a directory on the local file system or on
+storage every worker of a cluster sees)::
 
-    <study>.zarr/                          root group; attrs: the study's provenance (package
-    │                                      version, git commit, config, …; see ``provenance``)
-    └── runs/<run>/checkpoints/<checkpoint>/
-        ├── <pass>/                        a *result*: arrays + attrs (e.g. ``spectrum``)
-        │   ├── eigenvalues  [n]
-        │   └── …
-        └── <pass>/<item>/                 or one result per item (e.g. ``critical/start-0007``)
+    <study>.zarr/                          root group; attrs: ``schema_version`` and the study's
+    │                                      provenance (package version, git commit, config, …)
+    ├── study/<pass>[/<item>]              study-scope results (e.g. an optimizer comparison)
+    └── runs/<run>/
+        ├── <pass>[/<item>]                run-scope results (e.g. a trajectory's PCA plane)
+        └── checkpoints/<checkpoint>/
+            ├── <pass>/                    a *result*: arrays + attrs (e.g. ``spectrum``)
+            │   ├── eigenvalues  [n]
+            │   └── …
+            └── <pass>/<item>/             or one result per item (e.g. ``critical/000-r0``)
+
+The store knows no pass by name: a pass is any name (``checkpoints`` is reserved at run scope).
+Version 1 (before the study scopes, and without the attribute) had the checkpoint scope only;
+such a store opens read-only (``SchemaVersionError`` when opened for writing: analyse into a new
+output folder).
 
 A result is one group holding arrays and attributes. Every array carries ``dimension_names``
 (given by the writer, else ``<array>_dim_0, <array>_dim_1, …``, unique per array so that sizes never
@@ -58,19 +67,23 @@ import pandas as pd
 import zarr
 from zarr.errors import ContainsGroupError
 
-CRITICAL_PASS = "critical"
-CRITICAL_COLUMNS = ("run", "checkpoint", "item", "status", "loss", "error", "index",
-                    "index_stable", "grad_norm")
 COMPLETE = "complete"
+SCHEMA_VERSION = 2
+SCHEMA_ATTR = "schema_version"
+_RESERVED_RUN_PASS = "checkpoints"
 
 __all__ = [
-    "CRITICAL_COLUMNS", "CRITICAL_PASS", "IncompleteResultError", "Result", "Store", "json_safe",
-    "open_store", "parse_key", "provenance",
+    "SCHEMA_VERSION", "IncompleteResultError", "Result", "SchemaVersionError", "Store",
+    "diff_stores", "json_safe", "open_store", "parse_key", "provenance",
 ]
 
 
 class IncompleteResultError(KeyError):
     """A result group exists but was never marked complete (its writer was interrupted)."""
+
+
+class SchemaVersionError(RuntimeError):
+    """The store was written with another schema version than this package writes."""
 
 
 @dataclass(frozen=True)
@@ -91,15 +104,26 @@ def _check_name(name: str, what: str) -> str:
     return name
 
 
-def parse_key(key: str) -> tuple[str, str, str, str | None]:
-    """Split ``runs/<run>/checkpoints/<checkpoint>/<pass>[/<item>]`` into its four names."""
+def parse_key(key: str) -> tuple[str | None, str | None, str, str | None]:
+    """Split a result key into ``(run, checkpoint, pass, item)``, None where the scope has none:
+    ``study/<pass>[/<item>]``, ``runs/<run>/<pass>[/<item>]`` or
+    ``runs/<run>/checkpoints/<checkpoint>/<pass>[/<item>]``."""
     parts = key.split("/")
-    if len(parts) not in (5, 6) or parts[0] != "runs" or parts[2] != "checkpoints":
-        raise ValueError(f"not a result key of the form "
+    if parts[0] == "study" and len(parts) in (2, 3):
+        names = (None, None, *parts[1:])
+    elif parts[0] == "runs" and len(parts) in (5, 6) and parts[2] == _RESERVED_RUN_PASS:
+        names = (parts[1], parts[3], *parts[4:])
+    elif parts[0] == "runs" and len(parts) in (3, 4) and parts[2] != _RESERVED_RUN_PASS:
+        names = (parts[1], None, *parts[2:])
+    else:
+        raise ValueError(f"not a result key of the form 'study/<pass>[/<item>]', "
+                         f"'runs/<run>/<pass>[/<item>]' or "
                          f"'runs/<run>/checkpoints/<checkpoint>/<pass>[/<item>]': {key!r}")
-    for part, what in zip(parts[1::2] + parts[4:], ("run", "checkpoint", "pass", "item")):
-        _check_name(part, what)
-    return parts[1], parts[3], parts[4], parts[5] if len(parts) == 6 else None
+    names += (None,) * (4 - len(names))
+    for name, what in zip(names, ("run", "checkpoint", "pass", "item")):
+        if name is not None:
+            _check_name(name, what)
+    return names
 
 
 def json_safe(value: Any) -> Any:
@@ -140,12 +164,29 @@ class Store:
         return f"Store({str(self.path)!r}, read_only={self.read_only})"
 
     @staticmethod
-    def key(run: str, checkpoint: str, pass_name: str, item: str | None = None) -> str:
-        """Group path of one result: ``runs/<run>/checkpoints/<checkpoint>/<pass>[/<item>]``."""
-        names = [_check_name(run, "run"), _check_name(checkpoint, "checkpoint"),
-                 _check_name(pass_name, "pass_name")]
-        key = "runs/{}/checkpoints/{}/{}".format(*names)
+    def key(run: str | None, checkpoint: str | None, pass_name: str,
+            item: str | None = None) -> str:
+        """Group path of one result: ``runs/<run>/checkpoints/<checkpoint>/<pass>[/<item>]``;
+        ``runs/<run>/<pass>[/<item>]`` without a checkpoint; ``study/<pass>[/<item>]`` without
+        a run either."""
+        _check_name(pass_name, "pass_name")
+        if run is None:
+            if checkpoint is not None:
+                raise ValueError(f"a checkpoint ({checkpoint!r}) needs its run")
+            key = f"study/{pass_name}"
+        elif checkpoint is None:
+            if pass_name == _RESERVED_RUN_PASS:
+                raise ValueError(f"{_RESERVED_RUN_PASS!r} is reserved; name the pass otherwise")
+            key = f"runs/{_check_name(run, 'run')}/{pass_name}"
+        else:
+            key = (f"runs/{_check_name(run, 'run')}/{_RESERVED_RUN_PASS}/"
+                   f"{_check_name(checkpoint, 'checkpoint')}/{pass_name}")
         return key if item is None else f"{key}/{_check_name(item, 'item')}"
+
+    @property
+    def schema_version(self) -> int:
+        """The schema the store was written with (1: before the attribute existed)."""
+        return int(self._root.attrs.get(SCHEMA_ATTR, 1))
 
     def _group(self, key: str) -> zarr.Group | None:
         parse_key(key)
@@ -218,19 +259,27 @@ class Store:
 
     def iter_results(self, pass_name: str | None = None,
                      complete_only: bool = True) -> Iterator[str]:
-        """Keys of the results (of one pass if given), sorted by run, checkpoint, pass, item."""
+        """Keys of the results (of one pass if given): study scope first, then per run its
+        run-scope results and its checkpoints', each sorted by name (run, checkpoint, pass,
+        item)."""
+        scopes = [((None, None), self._root.get("study"))]
         for run, run_group in _subgroups(self._root.get("runs")):
-            for checkpoint, cp_group in _subgroups(run_group.get("checkpoints")):
-                for name, pass_group in _subgroups(cp_group):
-                    if pass_name is not None and name != pass_name:
-                        continue
-                    pairs = ([(self.key(run, checkpoint, name), pass_group)]
-                             if _is_result(pass_group) else
-                             [(self.key(run, checkpoint, name, item), group)
-                              for item, group in _subgroups(pass_group)])
-                    for key, group in pairs:
-                        if not complete_only or group.attrs.get(COMPLETE) is True:
-                            yield key
+            scopes.append(((run, None), run_group))
+            scopes += [((run, checkpoint), group) for checkpoint, group
+                       in _subgroups(run_group.get(_RESERVED_RUN_PASS))]
+        for (run, checkpoint), scope_group in scopes:
+            for name, pass_group in _subgroups(scope_group):
+                if checkpoint is None and run is not None and name == _RESERVED_RUN_PASS:
+                    continue
+                if pass_name is not None and name != pass_name:
+                    continue
+                pairs = ([(self.key(run, checkpoint, name), pass_group)]
+                         if _is_result(pass_group) else
+                         [(self.key(run, checkpoint, name, item), group)
+                          for item, group in _subgroups(pass_group)])
+                for key, group in pairs:
+                    if not complete_only or group.attrs.get(COMPLETE) is True:
+                        yield key
 
     def set_study_attrs(self, attrs: Mapping[str, Any]) -> None:
         """Merge ``attrs`` (made JSON-safe) into the root's attributes. Call from one process."""
@@ -242,18 +291,19 @@ class Store:
         return dict(self._root.attrs)
 
     def results_frame(self, pass_name: str, columns: Sequence[str] = ("run", "checkpoint",
-                                                                     "item")) -> pd.DataFrame:
-        """One row per complete result of ``pass_name``: ``run, checkpoint, item`` (None for a
-        result without items) and every scalar attribute.
+                                                                     "item"),
+                      keys: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per complete result of ``pass_name`` (or per key of ``keys``, which must be
+        complete results): ``run, checkpoint, item`` (None where the scope has none) and every
+        scalar attribute.
 
         ``columns`` come first (a missing attribute reads NaN), then the other attributes in order
         of appearance.
         """
         rows = []
-        for key in self.iter_results(pass_name):
+        for key in self.iter_results(pass_name) if keys is None else keys:
             run, checkpoint, _, item = parse_key(key)
-            attrs = {k: v for k, v in self._root[key].attrs.items()
-                     if k != COMPLETE and _is_scalar(v)}
+            attrs = {k: v for k, v in self.result_attrs(key).items() if _is_scalar(v)}
             rows.append({"run": run, "checkpoint": checkpoint, "item": item, **attrs})
         columns = list(columns)
         for row in rows:
@@ -261,27 +311,34 @@ class Store:
         return pd.DataFrame(rows, columns=columns)
 
     def critical_points(self) -> pd.DataFrame:
-        """``results_frame`` of pass ``"critical"`` with ``CRITICAL_COLUMNS`` first."""
-        return self.results_frame(CRITICAL_PASS, CRITICAL_COLUMNS)
+        """``results_frame`` of the ``critical`` pass (a convenience for scripts and checks; the
+        pass's own column order is ``landscape.passes.critical.COLUMNS``)."""
+        return self.results_frame("critical", ("run", "checkpoint", "item", "status", "loss",
+                                               "error", "index", "index_stable", "grad_norm"))
 
     def summary(self) -> str:
-        """Counts of runs, checkpoints, results per pass (complete / incomplete) and statuses."""
+        """Counts of runs, checkpoints, results per pass (complete / incomplete) and, for passes
+        whose results have a ``status``, results per status."""
         keys = list(self.iter_results(complete_only=False))
         parsed = [parse_key(k) for k in keys]
         done = {k: self.is_complete(k) for k in keys}
         n_done = sum(done.values())
-        header = (f"store {self.path}: {len({p[0] for p in parsed})} runs, "
-                  f"{len({p[:2] for p in parsed})} checkpoints, {len(keys)} results "
+        runs = {p[0] for p in parsed if p[0] is not None}
+        checkpoints = {p[:2] for p in parsed if p[1] is not None}
+        header = (f"store {self.path} (schema {self.schema_version}): {len(runs)} runs, "
+                  f"{len(checkpoints)} checkpoints, {len(keys)} results "
                   f"({n_done} complete, {len(keys) - n_done} incomplete)")
         lines = [header]
         for pass_name in sorted({p[2] for p in parsed}):
             of_pass = [k for k, p in zip(keys, parsed) if p[2] == pass_name]
             n_done = sum(done[k] for k in of_pass)
-            lines.append(f"  {pass_name}: {n_done} complete, {len(of_pass) - n_done} incomplete")
-        statuses = Counter(self.critical_points()["status"].fillna("unknown"))
-        if statuses:
-            counts = ", ".join(f"{s} {n}" for s, n in sorted(statuses.items()))
-            lines.append(f"  critical-point statuses: {counts}")
+            line = f"  {pass_name}: {n_done} complete, {len(of_pass) - n_done} incomplete"
+            statuses = Counter(self.result_attrs(k).get("status") for k in of_pass if done[k])
+            if set(statuses) - {None}:
+                line += "; by status: " + ", ".join(
+                    f"{s or 'unknown'} {n}" for s, n in sorted(statuses.items(),
+                                                               key=lambda sn: str(sn[0])))
+            lines.append(line)
         return "\n".join(lines)
 
     def _check_writable(self) -> None:
@@ -315,8 +372,52 @@ def _dimension_names(arrays: dict[str, np.ndarray],
     return names
 
 
+def diff_stores(a: Store, b: Store, *, ignore: Sequence[str] = ("invocation", "wall_time"),
+                renames: Mapping[str, str] | None = None) -> list[str]:
+    """The differences between the results of two stores, one line each (empty: equal).
+
+    Compares the set of complete result keys, then per result the array names, shapes, dtypes
+    and values (exactly, NaN equal to NaN) and the attributes but ``ignore``. ``renames`` maps
+    names (array, attribute, or key in a nested attribute) in ``a`` to their names in ``b``:
+    e.g. a store written before a field was renamed. The root attributes (provenance: times,
+    hosts) are not compared.
+    """
+    renames = dict(renames or {})
+
+    def renamed(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {renames.get(k, k): renamed(v) for k, v in value.items()}
+        return [renamed(v) for v in value] if isinstance(value, list) else value
+
+    keys_a, keys_b = set(a.iter_results()), set(b.iter_results())
+    out = [f"only in {a.path}: {k}" for k in sorted(keys_a - keys_b)]
+    out += [f"only in {b.path}: {k}" for k in sorted(keys_b - keys_a)]
+    for key in sorted(keys_a & keys_b):
+        ra, rb = a.read_result(key), b.read_result(key)
+        arrays_a = {renames.get(n, n): v for n, v in ra.arrays.items()}
+        if set(arrays_a) != set(rb.arrays):
+            out.append(f"{key}: arrays {sorted(arrays_a)} vs {sorted(rb.arrays)}")
+        for name in sorted(set(arrays_a) & set(rb.arrays)):
+            x, y = arrays_a[name], rb.arrays[name]
+            if x.shape != y.shape or x.dtype != y.dtype or not np.array_equal(
+                    x, y, equal_nan=x.dtype.kind in "fc"):
+                out.append(f"{key}/{name}: arrays differ")
+        attrs_a = {k: v for k, v in renamed(ra.attrs).items() if k not in ignore}
+        attrs_b = {k: v for k, v in rb.attrs.items() if k not in ignore}
+        for name in sorted(set(attrs_a) | set(attrs_b)):
+            if attrs_a.get(name, "<absent>") != attrs_b.get(name, "<absent>"):
+                out.append(f"{key}: attribute {name}: {attrs_a.get(name, '<absent>')!r:.60} vs "
+                           f"{attrs_b.get(name, '<absent>')!r:.60}")
+    return out
+
+
 def open_store(path: str | Path, mode: str = "a") -> Store:
-    """Open the study store at ``path``: ``"a"`` creates it if missing, ``"r"`` is read-only."""
+    """Open the study store at ``path``: ``"a"`` creates it if missing (stamped with
+    ``SCHEMA_VERSION``), ``"r"`` is read-only.
+
+    Raises ``SchemaVersionError`` for a store of a newer schema, or of an older one opened for
+    writing (it reads as before: open it with ``mode="r"``).
+    """
     if mode not in ("a", "r"):
         raise ValueError(f"mode must be 'a' or 'r'; got {mode!r}")
     path = Path(path)
@@ -326,7 +427,20 @@ def open_store(path: str | Path, mode: str = "a") -> Store:
         root = zarr.open_group(path, mode=mode, zarr_format=3)
     except ContainsGroupError:  # another process created the root between our check and create
         root = zarr.open_group(path, mode="r+", zarr_format=3)
-    return Store(root, path, read_only=mode == "r")
+    fresh = SCHEMA_ATTR not in root.attrs and not dict(root.attrs) and next(root.groups(),
+                                                                             None) is None
+    if mode == "a" and fresh:
+        root.attrs[SCHEMA_ATTR] = SCHEMA_VERSION
+    store = Store(root, path, read_only=mode == "r")
+    version = store.schema_version
+    if version > SCHEMA_VERSION or (mode == "a" and version != SCHEMA_VERSION):
+        raise SchemaVersionError(
+            f"store {path} has schema version {version}; this landscape "
+            f"({_version('landscape')}) writes version {SCHEMA_VERSION}"
+            + (". Upgrade landscape to read it." if version > SCHEMA_VERSION else
+               ". Its results stay readable (open_store(path, mode='r'), `landscape inspect`); "
+               "analyse into a new output folder (--set output=…) to add results."))
+    return store
 
 
 def provenance(**extra: Any) -> dict[str, Any]:

@@ -77,3 +77,50 @@ def test_tracked_training_logs_curves(tmp_path):
     assert sorted(m.step for m in history) == [c.step for c in saved]
     by_step = {m.step: m.value for m in history}
     assert all(by_step[c.step] == pytest.approx(c.metrics["train_loss"]) for c in saved)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--executor", "dask"], "choose one of local, ray"),
+    (["--address", "127.0.0.1:6379"], "--address needs --executor ray"),
+    (["--device", "tpu"], "device must be"),
+])
+def test_study_run_rejects_bad_options_before_running(tmp_path, args, words):
+    result = runner.invoke(app, ["study", "run", "studies/dauphin2014.yaml", "--set",
+                                 f"output={tmp_path / 'out'}", *args], terminal_width=200)
+    assert result.exit_code == 2
+    assert words in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
+
+
+def test_study_run_exits_1_when_a_task_failed(tmp_path, monkeypatch):
+    from landscape.passes import PASSES
+    from tests import toy_passes
+    from tests.test_study import tiny_study, write
+
+    monkeypatch.setitem(PASSES, "toy_flaky", toy_passes.FLAKY)
+    study = tiny_study(tmp_path, **{"figures": [], "tracking.enabled": False})
+    study["passes"] = {"toy_flaky": {"markers": str(tmp_path), "always": "step-00000002"}}
+    result = runner.invoke(app, ["study", "run", str(write(tmp_path, study)), "--no-progress"],
+                           terminal_width=200)
+    assert result.exit_code == 1, result.output
+    assert "FAILED tasks (1" in result.output and "toy_flaky sgd-seed0/step-00000002" in (
+        result.output)
+
+
+def test_diff_compares_two_stores(tmp_path):
+    import numpy as np
+
+    from landscape.store import open_store
+
+    stores = [open_store(tmp_path / f"{name}.zarr") for name in "ab"]
+    for store in stores:
+        store.write_result(store.key("r", "c", "spectrum"), {"flatness": np.ones(3)},
+                           {"loss": 1.0, "invocation": store.path.stem})
+    same = runner.invoke(app, ["diff", *(str(s.path) for s in stores)])
+    assert same.exit_code == 0 and "0 differences (1 results" in same.output
+    stores[1].write_result(stores[1].key("r", "c", "spectrum"), {"g": np.ones(3)},
+                           {"loss": 2.0}, overwrite=True)
+    changed = runner.invoke(app, ["diff", *(str(s.path) for s in stores), "--rename",
+                                  "flatness=g"], terminal_width=200)
+    assert changed.exit_code == 1
+    assert "attribute loss: 1.0 vs 2.0" in changed.output and "arrays" not in changed.output

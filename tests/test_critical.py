@@ -18,10 +18,10 @@ from landscape.critical import (
 )
 from landscape.critical.linear_autoencoder import (
     analytic_critical_points,
-    autoencoder_loss,
     linear_autoencoder,
     representative,
 )
+from landscape.losses import autoencoder_loss
 from landscape.objective import Objective
 from landscape.spectrum import count_inertia
 from tests.toys import frye_quartic, monkey_saddle, saddle, toy_objective
@@ -91,7 +91,7 @@ def test_linear_function_is_gradient_flat():
     obj = toy_objective(lambda t: t.sum(), 3)
     point = find_critical_point(obj, torch.ones(3, dtype=F64))
     assert point.status == "gradient-flat"
-    assert point.flatness == 0.0
+    assert point.gradient_flatness == 0.0
 
 
 def test_no_finite_critical_point_is_not_certified():
@@ -280,7 +280,7 @@ def double_well(t):
 def test_eigenvector_following_reaches_the_saddle_of_the_asked_index(start, index, expected):
     obj = toy_objective(double_well, 2)
     point = find_critical_point(obj, torch.tensor(start, dtype=F64), "eigenvector-following",
-                                index=index)
+                                n_negative=index)
     assert point.status == "critical" and point.grad_norm <= 1e-12
     torch.testing.assert_close(point.theta, torch.tensor(expected, dtype=F64), atol=1e-10,
                                rtol=0)
@@ -297,7 +297,7 @@ def test_eigenvector_following_takes_the_start_index_on_an_indefinite_quadratic(
     center = torch.randn(10, generator=gen, dtype=F64)
     obj = toy_objective(lambda t: 0.5 * (t - center) @ a @ (t - center), 10)
     [point] = find_critical_points(obj, [center + 3 * torch.randn(10, generator=gen, dtype=F64)],
-                                   "eigenvector-following", progress=False, index=index)
+                                   "eigenvector-following", progress=False, n_negative=index)
     assert point.status == "critical" and point.n_negative == 2
     torch.testing.assert_close(point.theta, center, atol=1e-10, rtol=0)
 
@@ -308,7 +308,7 @@ def test_eigenvector_following_leaves_the_gradient_flat_point_that_traps_lm():
     obj = toy_objective(frye_quartic, 2)
     start = torch.tensor([0.5, 0.3], dtype=F64)
     assert find_critical_point(obj, start, "levenberg-marquardt").status == "gradient-flat"
-    point = find_critical_point(obj, start, "eigenvector-following", index=0)
+    point = find_critical_point(obj, start, "eigenvector-following", n_negative=0)
     assert point.status == "critical"
     torch.testing.assert_close(point.theta, torch.tensor([-3.0, 0.0], dtype=F64), atol=1e-10,
                                rtol=0)
@@ -318,13 +318,13 @@ def test_eigenvector_following_refuses_nets_too_large_for_dense_hessians():
     obj = toy_objective(saddle, 2)
     with pytest.raises(ValueError, match="max_params"):
         find_critical_point(obj, torch.ones(2, dtype=F64), "eigenvector-following", max_params=1)
-    with pytest.raises(ValueError, match="index must be"):
-        find_critical_point(obj, torch.ones(2, dtype=F64), "eigenvector-following", index=-1)
+    with pytest.raises(ValueError, match="n_negative must be"):
+        find_critical_point(obj, torch.ones(2, dtype=F64), "eigenvector-following", n_negative=-1)
     with pytest.raises(ValueError, match="exceeds the number of parameters"):
-        find_critical_point(obj, torch.ones(2, dtype=F64), "eigenvector-following", index=3)
+        find_critical_point(obj, torch.ones(2, dtype=F64), "eigenvector-following", n_negative=3)
     with pytest.raises(ValueError, match="one of"):
         find_critical_point(obj, torch.ones(2, dtype=F64), "eigenvector-following",
-                            index="nearest")
+                            n_negative="nearest")
 
 
 def test_eigenvector_following_does_not_step_along_an_exact_kernel():

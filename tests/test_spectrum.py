@@ -141,7 +141,7 @@ def test_trace_estimate_within_four_standard_errors(saddle_objective, method):
     obj, theta, dense = saddle_objective
     exact = float(dense.sum())
     for seed in range(3):
-        est = estimate_trace(obj, theta, n_probes=30, method=method, seed=seed)
+        est = estimate_trace(obj, theta, n_matvecs=30, method=method, seed=seed)
         assert est.n_matvecs == 30
         assert est.stderr > 0
         assert abs(est.value - exact) <= 4 * est.stderr
@@ -214,7 +214,7 @@ def test_argument_validation(saddle_objective):
     with pytest.raises(ValueError, match="method"):
         estimate_trace(obj, theta, method="exact")
     with pytest.raises(ValueError, match="n_matvecs >= 3"):
-        estimate_trace(obj, theta, n_probes=2)
+        estimate_trace(obj, theta, n_matvecs=2)
     with pytest.raises(TypeError, match="seed"):
         estimate_trace(obj, theta, seed="zero")
 
@@ -239,7 +239,7 @@ def test_top_eigenvalue_and_trace_agree_with_pyhessian(data):
     ph_stderr = float(samples.std()) / math.sqrt(samples.numel())
     exact = float(torch.linalg.eigvalsh(obj.hessian(obj.theta)).sum())
     assert abs(ph_mean - exact) <= 4 * ph_stderr
-    est = estimate_trace(obj, obj.theta, n_probes=60, seed=0)
+    est = estimate_trace(obj, obj.theta, n_matvecs=60, seed=0)
     assert abs(est.value - ph_mean) <= 4 * math.hypot(est.stderr, ph_stderr)
 
 

@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 import zarr
 
+from landscape.passes.critical import COLUMNS as CRITICAL_COLUMNS
 from landscape.store import (
-    CRITICAL_COLUMNS,
+    SCHEMA_VERSION,
     IncompleteResultError,
+    SchemaVersionError,
     Store,
+    diff_stores,
     json_safe,
     open_store,
     parse_key,
@@ -45,8 +48,67 @@ def test_key_validates_names(store):
     for bad in ("", "a/b", "__x"):
         with pytest.raises(ValueError, match="run"):
             store.key(bad, "c", "p")
-    with pytest.raises(ValueError, match="not a result key"):
-        parse_key("runs/r/c/p")
+    for bad in ("runs/r/checkpoints/p", "runs/r/checkpoints/c", "study", "runs/r/a/b/c/d/e",
+                "other/p"):
+        with pytest.raises(ValueError, match="not a result key"):
+            parse_key(bad)
+
+
+def test_three_scopes(store):
+    assert store.key(None, None, "comparison") == "study/comparison"
+    assert store.key("r", None, "pca", "plane-0") == "runs/r/pca/plane-0"
+    assert parse_key("study/comparison/sgd-vs-adam") == (None, None, "comparison", "sgd-vs-adam")
+    assert parse_key("runs/r/pca") == ("r", None, "pca", None)
+    with pytest.raises(ValueError, match="reserved"):
+        store.key("r", None, "checkpoints")
+    with pytest.raises(ValueError, match="needs its run"):
+        store.key(None, "c", "p")
+    keys = [store.key("r", "c", "spectrum"), store.key("r", None, "pca"),
+            store.key(None, None, "comparison", "a"), store.key("q", None, "pca")]
+    for key in keys:
+        store.write_result(key, {"x": np.zeros(2)}, {"value": 1.0})
+    assert list(store.iter_results()) == ["study/comparison/a", "runs/q/pca", "runs/r/pca",
+                                          "runs/r/checkpoints/c/spectrum"]
+    frame = store.results_frame("pca")
+    assert list(frame["run"]) == ["q", "r"] and frame["checkpoint"].isna().all()
+    assert store.results_frame("comparison")["run"].isna().all()
+    text = store.summary()
+    assert "2 runs, 1 checkpoints, 4 results" in text and "pca: 2 complete" in text
+
+
+def test_schema_version_stamped_and_old_stores_refused_for_writing(tmp_path):
+    assert open_store(tmp_path / "new.zarr").schema_version == SCHEMA_VERSION
+    old = tmp_path / "old.zarr"  # schema 1: provenance and results, no schema_version
+    root = zarr.open_group(old, mode="w", zarr_format=3)
+    root.attrs["landscape_version"] = "0.1.0"
+    group = root.create_group("runs/r/checkpoints/c/spectrum", attributes={"complete": True})
+    group.create_array("eigenvalues", data=np.arange(3.0), dimension_names=("eigenvalue",))
+    with pytest.raises(SchemaVersionError, match="schema version 1.*new output folder"):
+        open_store(old)
+    readable = open_store(old, mode="r")
+    assert readable.schema_version == 1
+    assert list(readable.iter_results()) == ["runs/r/checkpoints/c/spectrum"]
+    zarr.open_group(tmp_path / "new.zarr", mode="a").attrs["schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(SchemaVersionError, match="Upgrade"):
+        open_store(tmp_path / "new.zarr", mode="r")
+
+
+def test_diff_stores(tmp_path):
+    a, b = open_store(tmp_path / "a.zarr"), open_store(tmp_path / "b.zarr")
+    key = a.key("r", "c", "critical", "000")
+    a.write_result(key, {"flatness": np.array([np.nan, 1.0])}, {"loss": 1.0, "invocation": "x",
+                                                                "options": {"indices": [1]}})
+    b.write_result(key, {"gradient_flatness": np.array([np.nan, 1.0])},
+                   {"loss": 1.0, "invocation": "y", "options": {"target_n_negative": [1]}})
+    renames = {"flatness": "gradient_flatness", "indices": "target_n_negative"}
+    assert diff_stores(a, b, renames=renames) == []
+    assert "arrays" in diff_stores(a, b)[0]
+    b.write_result(key, {"gradient_flatness": np.array([np.nan, 2.0])}, {"loss": 1.5},
+                   overwrite=True)
+    b.write_result(b.key("r", None, "pca"), {}, {})
+    diffs = diff_stores(a, b, renames=renames)
+    assert diffs[0] == f"only in {b.path}: runs/r/pca"
+    assert any("arrays differ" in d for d in diffs) and any("loss" in d for d in diffs)
 
 
 def test_round_trip_arrays_and_attrs(store):
@@ -153,6 +215,8 @@ def test_iter_results_walks_runs_checkpoints_passes_items(store):
         store.write_result(key, {"x": np.zeros(1)}, {})
     assert list(store.iter_results()) == sorted(keys)
     assert list(store.iter_results("spectrum")) == sorted(keys[2:])
+    assert store.critical_points().columns[:len(CRITICAL_COLUMNS)].tolist() == list(
+        CRITICAL_COLUMNS)  # the store's helper orders columns as the pass does
 
 
 def test_critical_points_dataframe(store):
@@ -186,7 +250,7 @@ def test_summary_counts(store):
     assert "2 runs" in text and "3 checkpoints" in text and "3 results" in text
     assert "critical: 2 complete, 0 incomplete" in text
     assert "spectrum: 0 complete, 1 incomplete" in text
-    assert "critical 1" in text and "gradient-flat 1" in text
+    assert "by status: critical 1, gradient-flat 1" in text
 
 
 def test_study_attrs_and_provenance(store):

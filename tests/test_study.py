@@ -17,10 +17,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 from zarr.errors import GroupNotFoundError
 
+from landscape.passes.critical import COLUMNS as CRITICAL_COLUMNS
 from landscape.problem import problem_from_checkpoint
-from landscape.store import CRITICAL_COLUMNS, open_store
+from landscape.store import Store, open_store
 from landscape.study import StudyError, load_study, run_study
-from landscape.study.runner import critical_key_items, select_checkpoints
+from landscape.study.plan import select_checkpoints
 
 
 def tiny_study(tmp_path: Path, **changes) -> dict:
@@ -110,7 +111,7 @@ def test_shipped_studies_validate():
 def test_rho_over_critical_and_distinct_points():
     import pandas as pd
 
-    from landscape.study.runner import epsilon_alpha_rhos
+    from landscape.study.report import epsilon_alpha_rhos
 
     df = pd.DataFrame({
         "status": ["critical"] * 5 + ["gradient-flat"],
@@ -153,14 +154,18 @@ def test_tiny_study_end_to_end(tmp_path):
     # Stored numbers agree with a fresh objective at the stored θ.
     problem = problem_from_checkpoint(Path(study.output) / "runs/sgd-seed0/step-00000002.pt",
                                       l2=0.5)
-    keys = critical_key_items("sgd-seed0", "step-00000002", [0, 1.0], 2)
+    assert list(df["item"]) == ["000-r0", "001-r1", "002-r1"]
+
+    def key(item: str) -> str:
+        return Store.key("sgd-seed0", "step-00000002", "critical", item)
+
     for row in df.itertuples():
-        theta = torch.from_numpy(store.read_result(keys[int(row.item[:3])]).arrays["theta"])
+        theta = torch.from_numpy(store.read_result(key(row.item)).arrays["theta"])
         assert float(problem.objective.loss(theta)) == pytest.approx(row.loss, rel=1e-12)
         assert problem.objective.error(theta) == pytest.approx(row.error)
     # Arrays of one search, and its index against its own stored spectrum.
     row = critical.iloc[0]
-    result = store.read_result(keys[int(row["item"][:3])])
+    result = store.read_result(key(row["item"]))
     n = result.arrays["theta"].shape[0]
     assert result.arrays["eigenvalues"].shape == (n,) and result.arrays["start"].shape == (n,)
     eig = result.arrays["eigenvalues"]
@@ -197,18 +202,18 @@ def test_tiny_study_end_to_end(tmp_path):
         run_study(changed, progress=False, log=lambda _: None)
 
 
-def test_target_indices_search_each_start_once_per_index(tmp_path):
+def test_target_counts_search_each_start_once_per_count(tmp_path):
     study = load_study(write(tmp_path, tiny_study(
-        tmp_path, **{"passes.critical.radii": [0], "passes.critical.indices": [0, 2],
+        tmp_path, **{"passes.critical.radii": [0], "passes.critical.target_n_negative": [0, 2],
                      "passes.critical.method": "eigenvector-following", "passes.spectrum": None,
                      "figures": ["epsilon_alpha"], "tracking.enabled": False})))
     outcome = run_study(study, progress=False, log=lambda _: None)
     df = open_store(outcome.store_path, mode="r").critical_points()
     assert list(df["item"]) == ["000-r0-k0", "001-r0-k2"]
-    assert list(df["target_index"]) == [0, 2]
+    assert list(df["target_n_negative"]) == [0, 2]
     critical = df[df["status"] == "critical"]
     assert len(critical) == 2
-    assert (critical["n_negative"] == critical["target_index"]).all()
+    assert (critical["n_negative"] == critical["target_n_negative"]).all()
     assert critical["loss"].is_monotonic_increasing  # higher index, higher loss (one start)
 
 
@@ -217,15 +222,15 @@ def test_target_indices_search_each_start_once_per_index(tmp_path):
     ("levenberg-marquardt", "start", None)])
 def test_index_mode_reaches_eigenvector_following_only(tmp_path, monkeypatch, method, mode,
                                                        expected):
-    from landscape.study import runner
+    from landscape.passes import critical
     seen = []
 
     def recording(*args, **kwargs):
-        seen.append(kwargs.get("index"))
+        seen.append(kwargs.get("n_negative"))
         return find(*args, **kwargs)
 
-    find = runner.find_critical_point
-    monkeypatch.setattr(runner, "find_critical_point", recording)
+    find = critical.find_critical_point
+    monkeypatch.setattr(critical, "find_critical_point", recording)
     study = load_study(write(tmp_path, tiny_study(
         tmp_path, **{"passes.critical.method": method, "passes.critical.index_mode": mode,
                      "passes.critical.max_iterations": 3, "passes.spectrum": None,
@@ -234,10 +239,11 @@ def test_index_mode_reaches_eigenvector_following_only(tmp_path, monkeypatch, me
     assert seen == [expected] * 3
 
 
-def test_target_indices_need_eigenvector_following(tmp_path):
-    path = write(tmp_path, tiny_study(tmp_path, **{"passes.critical.indices": [1],
+def test_target_counts_need_eigenvector_following(tmp_path):
+    path = write(tmp_path, tiny_study(tmp_path, **{"passes.critical.target_n_negative": [1],
                                                    "passes.critical.method": "newton-mr"}))
-    with pytest.raises(StudyError, match="passes.critical: 'indices'.*eigenvector-following"):
+    with pytest.raises(StudyError,
+                       match="passes.critical: 'target_n_negative'.*eigenvector-following"):
         load_study(path)
 
 

@@ -29,13 +29,13 @@ quadratic model ``cᵀh + ½Σλ_i h_i²`` to a fraction of the model's magnitud
 model cancel). r doubles after a boundary step the model predicted well and shrinks to a quarter
 of the step after a rejection.
 
-The index k: an int keeps that index for the whole search (index-targeted saddle searches);
-``"start"`` keeps the start's count of negative eigenvalues; ``"follow"`` (default) recounts at
-every iterate, so every mode of clearly negative curvature is climbed and every other one
-descended — a regularised Newton iteration, attracted by the nearest critical point of any index
-(a fixed k fails honestly, at the iteration cap, when no critical point of index k is near).
-Counts use the index tolerance of ``spectrum.count_inertia`` (``index_tol``, ``index_atol``), the
-numbers the analysis reports with.
+The count k of maximised modes (``n_negative``; the index α is k/n): an int keeps k for the
+whole search (index-targeted saddle searches); ``"start"`` keeps the start's count of negative
+eigenvalues; ``"follow"`` (default) recounts at every iterate, so every mode of clearly negative
+curvature is climbed and every other one descended — a regularised Newton iteration, attracted by
+the nearest critical point of any index (a fixed k fails honestly, at the iteration cap, when no
+critical point with k negative eigenvalues is near). Counts use the index tolerance of
+``spectrum.count_inertia`` (``index_tol``, ``index_atol``), the numbers the analysis reports with.
 
 Needs the dense Hessian at every iterate (n HVPs in blocks and one ``eigh``): for small nets only
 (``steps.DENSE_MAX_PARAMS`` parameters by default; ``max_params`` raises the limit).
@@ -54,10 +54,11 @@ INDEX_MODES = ("follow", "start")
 
 
 class EigenvectorFollowing:
-    """Eigenvector-following stepper (stateful: keeps the index k and the trust radius r).
+    """Eigenvector-following stepper (stateful: keeps the count k and the trust radius r).
 
     Args:
-        index: number of modes to maximise, or ``"follow"`` / ``"start"`` (module docstring).
+        n_negative: number of modes to maximise (the target count of negative eigenvalues), or
+            ``"follow"`` / ``"start"`` (module docstring).
         index_tol, index_atol: relative tolerance and absolute floor of the negative count.
         radius: initial trust radius r (in θ units); ``max_radius`` caps it.
         model_tol: largest accepted ``|ΔL − model| / model magnitude``.
@@ -65,20 +66,20 @@ class EigenvectorFollowing:
         max_params: largest n for which the dense Hessian is built.
     """
 
-    def __init__(self, index: int | str = "follow", index_tol: float = DEFAULT_INDEX_TOL,
+    def __init__(self, n_negative: int | str = "follow", index_tol: float = DEFAULT_INDEX_TOL,
                  index_atol: float = DEFAULT_INDEX_ATOL, radius: float = 0.1,
                  max_radius: float = 10.0, model_tol: float = 0.25, max_trials: int = 12,
                  max_params: int = DENSE_MAX_PARAMS):
-        if isinstance(index, str):
-            if index not in INDEX_MODES:
-                raise ValueError(f"index must be an int >= 0 or one of {INDEX_MODES}; "
-                                 f"got {index!r}")
-        elif index < 0:
-            raise ValueError(f"index must be >= 0; got {index}")
+        if isinstance(n_negative, str):
+            if n_negative not in INDEX_MODES:
+                raise ValueError(f"n_negative must be an int >= 0 or one of {INDEX_MODES}; "
+                                 f"got {n_negative!r}")
+        elif n_negative < 0:
+            raise ValueError(f"n_negative must be >= 0; got {n_negative}")
         if not radius > 0 or not max_radius >= radius:
             raise ValueError(f"need 0 < radius <= max_radius; got {radius}, {max_radius}")
-        self.mode = index if isinstance(index, str) else "fixed"
-        self.index = None if isinstance(index, str) else int(index)
+        self.mode = n_negative if isinstance(n_negative, str) else "fixed"
+        self.n_negative = None if isinstance(n_negative, str) else int(n_negative)
         self.index_tol, self.index_atol = index_tol, index_atol
         self.radius, self.max_radius = radius, max_radius
         self.model_tol, self.max_trials, self.max_params = model_tol, max_trials, max_params
@@ -89,16 +90,16 @@ class EigenvectorFollowing:
                 f"eigenvector-following builds the dense Hessian at every iterate; n = "
                 f"{obj.num_params:,} exceeds max_params = {self.max_params:,}. Raise max_params "
                 f"or use method='levenberg-marquardt' (matrix-free).")
-        if self.index is not None and self.index > obj.num_params:
-            raise ValueError(f"index {self.index} exceeds the number of parameters "
+        if self.n_negative is not None and self.n_negative > obj.num_params:
+            raise ValueError(f"n_negative {self.n_negative} exceeds the number of parameters "
                              f"{obj.num_params}")
         lam, vecs = torch.linalg.eigh(obj.hessian(state.theta))
-        if self.index is None or self.mode == "follow":
-            self.index = count_inertia(lam, self.index_tol, atol=self.index_atol).n_negative
+        if self.n_negative is None or self.mode == "follow":
+            self.n_negative = count_inertia(lam, self.index_tol, atol=self.index_atol).n_negative
         c = vecs.T @ state.grad
         denom = lam.abs() + torch.sqrt(lam**2 + 4 * state.grad_norm_sq)
         h = torch.where(denom > 0, -2 * c / torch.where(denom > 0, denom, 1.0), 0.0)
-        h[: self.index] = -h[: self.index]
+        h[: self.n_negative] = -h[: self.n_negative]
         full_norm = float(h.norm())
         floor = 64 * torch.finfo(lam.dtype).eps * max(1.0, abs(state.loss))
         for _ in range(self.max_trials):
@@ -114,7 +115,7 @@ class EigenvectorFollowing:
                     if mismatch <= 0.4 * self.model_tol * magnitude and size >= 0.9 * self.radius:
                         self.radius = min(2 * self.radius, self.max_radius)
                     return Step(theta, trial[0], trial[1], size, obj.num_params,
-                                {"index": self.index, "model_error": mismatch / max(magnitude,
+                                {"n_negative": self.n_negative, "model_error": mismatch / max(magnitude,
                                                                                    floor)})
             self.radius = 0.25 * min(self.radius, float(hs.norm()))
             if self.radius == 0 or not math.isfinite(self.radius):

@@ -3,8 +3,8 @@ of Frye et al. 2019 for critical-point finders.
 
 Network ``x ↦ W₂W₁x`` with ``W₁ [p, d]``, ``W₂ [d, p]``, no biases, on centred data with
 covariance ``Σ = XᵀX/N`` (eigenvalues ``λ₁ > … > λ_d``, assumed distinct), and the loss
-``L = s · mean over samples of ‖x − W₂W₁x‖²`` with ``s = ½`` (``autoencoder_loss``) or
-``s = 1/d`` (``mean_squared_error``: the mean over all N·d entries, Frye et al.'s choice). Every
+``L = s · mean over samples of ‖x − W₂W₁x‖²`` with ``s = ½`` (``losses.autoencoder_loss``) or
+``s = 1/d`` (``losses.mean_squared_error``: the mean over all N·d entries, Frye et al.'s). Every
 critical point makes ``W₂W₁`` the orthogonal projector onto the span of a subset S of Σ's
 eigenvectors, ``|S| = m ≤ p``, so
 
@@ -18,6 +18,18 @@ the same inertia (the Hessians are congruent) and at least p² zero eigenvalues.
 
 The loss depends on the data only through ``XᵀX/N``, so ``second_moment_factor`` replaces N samples
 by d rows with the same second moment: the same function of θ, at d/N of the cost.
+
+Example (d = 3, p = 1: keeping the top eigenvector is a critical point of loss ½(λ₂ + λ₃)):
+    >>> from landscape.losses import autoencoder_loss
+    >>> from landscape.objective import Objective
+    >>> x = gaussian_data([3.0, 2.0, 1.0], 500, seed=0)
+    >>> lam, vecs = torch.linalg.eigh(x.T @ x / len(x))
+    >>> lam, vecs = lam.flip(0), vecs.flip(1)  # descending
+    >>> [top] = [c for c in analytic_critical_points(lam, 1) if c.subset == (0,)]
+    >>> obj = Objective(linear_autoencoder(3, 1), autoencoder_loss, (x, x))
+    >>> theta = representative(top.subset, vecs, 1)
+    >>> abs(float(obj.loss(theta)) - top.loss) < 1e-12, float(obj.grad(theta).norm()) < 1e-12
+    (True, True)
 """
 
 from __future__ import annotations
@@ -37,20 +49,6 @@ class AnalyticCriticalPoint:
     subset: tuple[int, ...]  # indices into the descending eigenvalues
     loss: float
     n_negative: int
-
-
-def autoencoder_loss(outputs: Tensor, inputs: Tensor) -> Tensor:
-    """½ · mean over samples of the squared reconstruction error (targets are the inputs)."""
-    return 0.5 * ((outputs - inputs) ** 2).sum(dim=1).mean()
-
-
-def mean_squared_error(outputs: Tensor, inputs: Tensor) -> Tensor:
-    """Mean over all entries of the squared reconstruction error (Frye et al. 2019's loss).
-
-    Written out rather than ``nn.functional.mse_loss``, whose derivative formula fails under
-    forward-over-reverse HVPs in torch 2.13 ("ZeroTensors are immutable").
-    """
-    return ((outputs - inputs) ** 2).mean()
 
 
 def linear_autoencoder(d: int, p: int) -> nn.Module:
@@ -107,8 +105,8 @@ def gaussian_data(variances: Sequence[float], n_samples: int, *, seed: Seed = 0,
 
 def second_moment_factor(x: Tensor) -> Tensor:
     """``[d, d]`` rows F with ``FᵀF/d = XᵀX/N`` for data ``x [N, d]``: as inputs and targets of a
-    linear autoencoder, F gives the same loss function of θ as X (for ``autoencoder_loss`` and the
-    mean squared error alike)."""
+    linear autoencoder, F gives the same loss function of θ as X (for either loss of
+    ``landscape.losses``)."""
     n, d = x.shape
     values, vectors = torch.linalg.eigh(x.T @ x / n)
     return (vectors * (values.clamp_min(0) * d).sqrt()) @ vectors.T

@@ -55,7 +55,7 @@ METHODS = {
 AUTO = "auto"
 DEFAULT_METHOD = AUTO
 STATUSES = ("critical", "gradient-flat", "max-iterations", "diverged")
-HISTORY_FIELDS = ("loss", "grad_norm_sq", "hg_norm", "flatness", "step_size", "inner")
+HISTORY_FIELDS = ("loss", "grad_norm_sq", "hg_norm", "gradient_flatness", "step_size", "inner")
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,11 @@ class CriticalPoint:
         theta: final iterate ``[n]``.
         status: one of ``STATUSES``; ``stop_reason``: ``"converged"`` (‖g‖ ≤ stop_tol),
             ``"no-progress"``, ``"iteration-cap"``, ``"non-finite"`` or ``"escaped"``.
-        loss, grad_norm: L and ‖g‖ at ``theta``; ``hg_norm``: ‖Hg‖; ``flatness``: ‖Hg‖/(‖H‖‖g‖).
-        history: per-iteration tensors ``loss, grad_norm_sq, hg_norm, flatness, step_size, inner``
-            (index 0 is the start; ``step_size`` / ``inner`` of index 0 are NaN / 0).
+        loss, grad_norm: L and ‖g‖ at ``theta``; ``hg_norm``: ‖Hg‖; ``gradient_flatness``:
+            ‖Hg‖/(‖H‖‖g‖), the search diagnostic (0: g in ker H; not a sharpness measure).
+        history: per-iteration tensors ``loss, grad_norm_sq, hg_norm, gradient_flatness,
+            step_size, inner`` (index 0 is the start; ``step_size`` / ``inner`` of index 0 are
+            NaN / 0).
         index: fraction of negative Hessian eigenvalues below ``−max(index_tol·max|λ|,
             index_atol)``, from the dense spectrum or Lanczos (``index_method``, see ``analyse``);
             ``n_negative_min`` / ``n_negative_max``: the counts at that threshold ×10 and ÷10;
@@ -106,7 +108,7 @@ class CriticalPoint:
     loss: float
     grad_norm: float
     hg_norm: float
-    flatness: float
+    gradient_flatness: float
     hessian_norm: float
     passed_gradient_flat: bool
     iterations: int
@@ -160,7 +162,8 @@ def find_critical_point(obj: Objective, theta0: Tensor, method: str = DEFAULT_ME
 
     ``method``: a name of ``METHODS`` or ``"auto"`` (``resolve_method``; the result records the
     method used). ``options`` go to the method's constructor; eigenvector following counts
-    negative eigenvalues with the thresholds' index tolerance. Float64 objectives are strongly
+    negative eigenvalues with the thresholds' index tolerance (its ``n_negative`` option: the
+    number of modes to climb, or ``"follow"`` / ``"start"``). Float64 objectives are strongly
     advised: the default ``grad_tol`` is below float32's noise floor.
     """
     th = thresholds or Thresholds()
@@ -207,7 +210,7 @@ def find_critical_point(obj: Objective, theta0: Tensor, method: str = DEFAULT_ME
                      time.perf_counter() - start_time, th, history, label)
 
 
-def flatness(hg_norm: float, hessian_norm: float, grad_norm: float) -> float:
+def gradient_flatness(hg_norm: float, hessian_norm: float, grad_norm: float) -> float:
     """‖Hg‖ / (‖H‖ ‖g‖) ∈ [0, 1]: 0 when g lies in ker H (H = 0 included); NaN when g = 0."""
     if grad_norm == 0:
         return math.nan
@@ -219,7 +222,7 @@ def flatness(hg_norm: float, hessian_norm: float, grad_norm: float) -> float:
 def _record(history, state: State, hnorm: float, step_size: float, inner: int) -> float:
     gnorm = math.sqrt(state.grad_norm_sq)
     hg = float(state.hg.norm())
-    flat = flatness(hg, hnorm, gnorm)
+    flat = gradient_flatness(hg, hnorm, gnorm)
     for key, value in zip(HISTORY_FIELDS,
                           (state.loss, state.grad_norm_sq, hg, flat, step_size, inner)):
         history[key].append(float(value))
@@ -236,7 +239,7 @@ def _conclude(obj, state, theta0, stop_reason, method, hnorm, passed_flat, count
     else:
         theta, loss = state.theta, state.loss
         gnorm, hg = math.sqrt(state.grad_norm_sq), float(state.hg.norm())
-        flat = flatness(hg, hnorm, gnorm)
+        flat = gradient_flatness(hg, hnorm, gnorm)
         if gnorm <= th.grad_tol:
             status = "critical"
         elif flat <= th.flat_tol:
@@ -246,7 +249,7 @@ def _conclude(obj, state, theta0, stop_reason, method, hnorm, passed_flat, count
     tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in history.items()}
     return CriticalPoint(
         theta=theta.detach(), status=status, stop_reason=stop_reason, method=method, loss=loss,
-        grad_norm=gnorm, hg_norm=hg, flatness=flat, hessian_norm=hnorm,
+        grad_norm=gnorm, hg_norm=hg, gradient_flatness=flat, hessian_norm=hnorm,
         passed_gradient_flat=passed_flat, iterations=len(history["loss"]) - 1 if history["loss"]
         else 0, n_grads=counted.n_grads, n_hvps=counted.n_hvps, wall_time=wall, thresholds=th,
         history=tensors, label=label)

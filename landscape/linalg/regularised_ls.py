@@ -1,5 +1,6 @@
 """Regularised least-squares solutions of ``A p ≈ −g`` for a symmetric A, in a Krylov space
-(matrix-free) or in A's eigenbasis (dense, small n). Both spaces offer the same solves.
+(matrix-free) or in A's eigenbasis (dense, small n). Both spaces offer the same solves; the
+Krylov space's Ritz basis (``KrylovSpace.ritz``) is an eigenbasis of the projected operator.
 
 Lanczos from ``q₁ = g/‖g‖`` (full reorthogonalisation) gives ``A Q_k = Q_{k+1} T̄_k`` with the
 ``(k+1)×k`` extended tridiagonal ``T̄_k``. For ``p = Q_k y``,
@@ -81,13 +82,21 @@ class KrylovSpace:
         """‖T̄‖₂, a lower bound of ‖A‖₂."""
         return float(torch.linalg.matrix_norm(self.tbar, 2))
 
+    def ritz(self) -> EigenSpace:
+        """The space in its Ritz basis: ``T = S diag(θ) Sᵀ``, eigenvectors ``QᵀS [n, k]``,
+        coefficients ``SᵀQg = ‖g‖ S[0]`` (g is the first basis direction)."""
+        values, vectors = torch.linalg.eigh(self.tbar[:self.dim])
+        return EigenSpace(values, self.basis.T @ vectors, self.gnorm * vectors[0])
+
 
 @dataclass(frozen=True)
 class EigenSpace:
     """The whole space in A's eigenbasis: ``A = V diag(λ) Vᵀ``; coefficients are ``y = Vᵀp``.
 
     Same solves as ``KrylovSpace``, exact: LM ``y = −λ c/(λ² + μ)``, shifted ``y = −c/(λ + γ)``
-    (min-norm: terms with ``|λ + γ|`` at rounding level dropped), with ``c = Vᵀg``.
+    (min-norm: terms with ``|λ + γ|`` at rounding level dropped), with ``c = Vᵀg``. From
+    ``KrylovSpace.ritz`` V is ``[n, k]`` (Ritz vectors): the solves are then those of the
+    projected ``QᵀTQ`` and ``predicted_residual`` ignores A's part outside the space.
     """
 
     eigenvalues: Tensor
@@ -116,6 +125,10 @@ class EigenSpace:
     def norm(self) -> float:
         """‖A‖₂."""
         return float(self.eigenvalues.abs().max())
+
+    def absolute(self) -> EigenSpace:
+        """The same space for ``|A| = V diag(|λ|) Vᵀ`` (saddle-free Newton's matrix)."""
+        return EigenSpace(self.eigenvalues.abs(), self.eigenvectors, self.coefficients)
 
 
 def eigen_space(hessian: Tensor, g: Tensor) -> EigenSpace:

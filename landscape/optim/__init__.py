@@ -38,10 +38,15 @@ perturbed-sgd  PerturbedSGD              lr 0.1, noise radius 0.1
 sgld           SGLD                      lr 0.1, temperature 1e-4
 entropy-sgd    EntropySGD                lr 1/gamma0, gamma0 1e-4, gamma1 1e-3, L 20,
                                          inner_lr 0.1, noise ε 1e-4, alpha 0.75
-sfn            SaddleFreeNewton          lr 1, damping grid 1e-3…10, mode exact
-sfn-krylov     SaddleFreeNewton          lr 1, damping grid 1e-3…10, krylov_dim 20
-damped-newton  DampedNewton              lr 1, damping grid 1e-3…10
+sfn            SaddleFreeNewton          lr 1, dampings ``DEFAULT_DAMPINGS``, mode exact
+sfn-krylov     SaddleFreeNewton          lr 1, dampings ``DEFAULT_DAMPINGS``, krylov_dim 20
+damped-newton  DampedNewton              lr 1, dampings ``DEFAULT_DAMPINGS``
 =============  ========================  ==================================================
+
+The second-order optimizers share one damping grid, tried at every step (lowest loss wins):
+
+    >>> DEFAULT_DAMPINGS
+    (0.001, 0.01, 0.1, 1.0, 10.0)
 
 Example:
     >>> from torch import nn
@@ -60,7 +65,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from landscape.optim.base import BatchClosure, NewtonStep, ObjectiveFactory
+from landscape.optim.base import (
+    DEFAULT_DAMPINGS,
+    BatchClosure,
+    NewtonStep,
+    ObjectiveFactory,
+    grid_label,
+)
 from landscape.optim.chaudhari2017entropy_sgd import EntropySGD
 from landscape.optim.damped_newton import DampedNewton, damped_newton_step
 from landscape.optim.dauphin2014sfn import SaddleFreeNewton, saddle_free_newton_step
@@ -68,6 +79,7 @@ from landscape.optim.ge2015perturbed_sgd import PerturbedSGD
 from landscape.optim.welling2011sgld import SGLD
 
 __all__ = [
+    "DEFAULT_DAMPINGS",
     "OPTIMIZERS",
     "OPTIMIZER_HELP",
     "SGLD",
@@ -121,15 +133,15 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
     "sfn": OptimizerSpec(
         SaddleFreeNewton, {"lr": 1.0, "mode": "exact"},
         "saddle-free Newton -|H|^-1 g, Dauphin et al. 2014, dense Hessian (damping grid "
-        "1e-3..10)", seeded=True, second_order=True),
+        f"{grid_label(DEFAULT_DAMPINGS)})", seeded=True, second_order=True),
     "sfn-krylov": OptimizerSpec(
         SaddleFreeNewton, {"lr": 1.0, "mode": "krylov", "krylov_dim": 20},
-        "saddle-free Newton in a 20-vector Lanczos space (damping grid 1e-3..10)",
-        seeded=True, second_order=True),
+        "saddle-free Newton in a 20-vector Lanczos space (damping grid "
+        f"{grid_label(DEFAULT_DAMPINGS)})", seeded=True, second_order=True),
     "damped-newton": OptimizerSpec(
         DampedNewton, {"lr": 1.0},
-        "damped Newton -(H + mI)^-1 g, dense, attracted to saddles (damping grid 1e-3..10)",
-        seeded=True, second_order=True),
+        "damped Newton -(H + mI)^-1 g, dense, attracted to saddles (damping grid "
+        f"{grid_label(DEFAULT_DAMPINGS)})", seeded=True, second_order=True),
 }
 OPTIMIZER_HELP: dict[str, str] = {name: spec.help for name, spec in OPTIMIZERS.items()}
 

@@ -3,8 +3,10 @@
 Owns: ``BatchClosure`` (the one thing a training loop hands to ``optimizer.step``), the seeded
 base class of the stochastic optimizers (an explicit ``torch.Generator``, saved in the state
 dict), and the base class of the second-order optimizers, which turn the closure's minibatch into
-an ``Objective``, take a step on the flat θ and write it back into the model's parameters.
-Imports the numerics (``landscape.objective``) and nothing from storage, tracking or plotting.
+an ``Objective``, take a step on the flat θ and write it back into the model's parameters — with
+what those steps share: the damping grid ``DEFAULT_DAMPINGS``, the space the Newton systems are
+solved in (``hessian_space``) and the grid search (``best_damping``). Imports the numerics
+(``landscape.objective``, ``landscape.linalg``) and nothing from storage, tracking or plotting.
 
 The protocol
 ------------
@@ -29,10 +31,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from landscape.linalg.regularised_ls import EigenSpace, eigen_space, krylov_space
 from landscape.objective import NonFiniteLossError, Objective
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 ObjectiveFactory = Callable[[tuple[Tensor, Tensor]], Objective]
+# The second-order optimizers' damping grid (SFN and damped Newton alike, for a like-for-like
+# comparison): each value is tried and the lowest loss after the step wins.
+DEFAULT_DAMPINGS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,11 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> floa
     return value
 
 
+def grid_label(grid: Sequence[float]) -> str:
+    """``"min..max"`` of a damping grid, for help strings."""
+    return f"{min(grid):g}..{max(grid):g}"
+
+
 def check_dampings(damping: float | Sequence[float]) -> tuple[float, ...]:
     """A damping value or grid → a non-empty tuple of non-negative floats."""
     grid = (damping,) if isinstance(damping, (int, float)) else tuple(damping)
@@ -146,18 +157,35 @@ class NewtonStep:
     new_loss: float | None
 
 
+def hessian_space(obj: Objective, theta: Tensor, g: Tensor, *,
+                  krylov_dim: int | None = None) -> EigenSpace:
+    """Where the second-order optimizers solve ``(A + λI) Δ = −g``: H(θ)'s eigenbasis
+    (``krylov_dim=None``: n HVPs for the dense Hessian and one ``eigh``), or the Ritz basis of
+    the Krylov space ``K_k(H, g)``, ``k = min(krylov_dim, n)`` fully reorthogonalised Lanczos
+    steps from g (k HVPs; fewer only when the space becomes invariant; g must be non-zero).
+    Pass ``.absolute()`` of it to solve with ``|H|``.
+    """
+    if krylov_dim is None:
+        return eigen_space(obj.hessian(theta), g)
+    return krylov_space(obj.hessian_op(theta), g, max_dim=krylov_dim, rtol=0.0).ritz()
+
+
 def best_damping(obj: Objective, theta: Tensor, loss: float, lr: float,
-                 dampings: tuple[float, ...], direction: Callable[[float], Tensor]) -> NewtonStep:
-    """Try ``θ + lr · direction(λ)`` for every λ in ``dampings`` and keep the lowest loss.
+                 dampings: tuple[float, ...], space: EigenSpace) -> NewtonStep:
+    """Try ``θ + lr · Δ(λ)``, ``Δ(λ) = −(A + λI)⁺ g`` solved in ``space`` (A: its matrix), for
+    every λ in ``dampings`` and keep the lowest loss.
 
     A single damping is taken without evaluating the loss. Candidates whose loss is not finite are
     skipped; when all of them are, ``NonFiniteLossError`` is raised (the step would ruin the run).
     """
+    def candidate_at(lam: float) -> Tensor:
+        return theta + lr * space.to_full(space.shifted_solve(lam))
+
     if len(dampings) == 1:
-        return NewtonStep(theta + lr * direction(dampings[0]), loss, dampings[0], None)
+        return NewtonStep(candidate_at(dampings[0]), loss, dampings[0], None)
     best: NewtonStep | None = None
     for lam in dampings:
-        candidate = theta + lr * direction(lam)
+        candidate = candidate_at(lam)
         try:
             value = float(obj.loss(candidate))
         except NonFiniteLossError:

@@ -13,10 +13,10 @@ reaches the critical point in one step on a quadratic — and is the behaviour S
 create new singularities (λᵢ = −m).
 
 Damping. ``damping`` is one value m ≥ 0, or a grid searched for the lowest loss after the step
-(one loss evaluation per value), default ``DEFAULT_DAMPINGS = (1e-3, 1e-2, 1e-1, 1, 10)`` — the
-same rule and grid as SFN, for a like-for-like comparison. A large m gives a short,
-gradient-like step, so with the grid the method usually still lowers the loss; pass ``damping=0``
-to see the plain Newton step.
+(one loss evaluation per value), default ``base.DEFAULT_DAMPINGS`` — the same rule, grid and
+code as SFN (``base.hessian_space`` and ``base.best_damping``), for a like-for-like comparison.
+A large m gives a short, gradient-like step, so with the grid the method usually still lowers the
+loss; pass ``damping=0`` to see the plain Newton step.
 
 Cost per step: n HVPs to build H (``Objective.hessian``), O(n³) for ``eigh``, n² memory, plus one
 loss per grid value.
@@ -42,18 +42,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from landscape.linalg.regularised_ls import pseudo_inverse
 from landscape.objective import Objective
 from landscape.optim.base import (
+    DEFAULT_DAMPINGS,
     NewtonStep,
     ObjectiveFactory,
     SecondOrderOptimizer,
     best_damping,
     check_dampings,
     check_positive,
+    hessian_space,
 )
-
-DEFAULT_DAMPINGS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 def damped_newton_step(obj: Objective, theta: Tensor, *, lr: float = 1.0,
@@ -63,13 +62,7 @@ def damped_newton_step(obj: Objective, theta: Tensor, *, lr: float = 1.0,
     dampings = check_dampings(damping)
     loss, g = obj.loss_and_grad(theta)
     theta = theta.to(g.device, g.dtype)
-    values, vectors = torch.linalg.eigh(obj.hessian(theta))
-    coeff = vectors.T @ g
-
-    def direction(m: float) -> Tensor:
-        return -(vectors @ (pseudo_inverse(values + m) * coeff))
-
-    return best_damping(obj, theta, float(loss), lr, dampings, direction)
+    return best_damping(obj, theta, float(loss), lr, dampings, hessian_space(obj, theta, g))
 
 
 class DampedNewton(SecondOrderOptimizer):

@@ -18,13 +18,18 @@ Two forms (``mode``):
   tridiagonal ``T = Q H Qᵀ``, ``|T|`` from T's eigendecomposition, and the step within span(Q):
   ``Δθ = −Qᵀ (|T| + λI)⁻¹ Q g``. Cost: k HVPs and O(k·n) memory. As in the paper, the damping λ
   is chosen by trying a small set of values and keeping the lowest loss. Unlike the paper's
-  implementation, the Lanczos basis is fully reorthogonalised (``landscape.linalg.lanczos``),
-  so ``k = n`` reproduces the exact form to rounding.
+  implementation, the Lanczos basis is fully reorthogonalised (``linalg.regularised_ls``'s
+  Krylov space, the one the critical-point searches use), so ``k = n`` reproduces the exact form
+  to rounding; the basis stops short of k only when it spans an invariant subspace (the step is
+  then exact).
+
+Both forms are eigenbases (``base.hessian_space``) and the step is their shifted solve with
+``|λ_i|`` (``EigenSpace.absolute``), the damped-Newton step with |H| for H.
 
 Damping. ``damping`` is one value (used as is) or a grid; with a grid each candidate
 ``θ + lr · Δθ(λ)`` costs one loss evaluation on the same objective and the lowest loss wins (both
-modes). Default grid: ``DEFAULT_DAMPINGS = (1e-3, 1e-2, 1e-1, 1, 10)``; λ = 0 with exactly zero
-eigenvalues uses the pseudo-inverse (zero step along ker H).
+modes). Default grid: ``base.DEFAULT_DAMPINGS``, shared with damped Newton; λ = 0 with exactly
+zero eigenvalues uses the pseudo-inverse (zero step along ker H).
 
 Fair-comparison note: one exact step costs n HVPs (+ the eigendecomposition) and one Krylov step
 k HVPs, against one gradient for SGD; in Dauphin et al. SFN wins per *step*, not per flop.
@@ -51,26 +56,24 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from landscape.linalg.lanczos import lanczos
-from landscape.linalg.regularised_ls import pseudo_inverse
 from landscape.objective import Objective
 from landscape.optim.base import (
+    DEFAULT_DAMPINGS,
     NewtonStep,
     ObjectiveFactory,
     SecondOrderOptimizer,
     best_damping,
     check_dampings,
     check_positive,
+    hessian_space,
 )
 
-DEFAULT_DAMPINGS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 MODES = ("exact", "krylov")
 
 
 def saddle_free_newton_step(obj: Objective, theta: Tensor, *, lr: float = 1.0,
                             damping: float | Sequence[float] = DEFAULT_DAMPINGS,
-                            mode: str = "exact", krylov_dim: int = 20,
-                            generator: torch.Generator | None = None) -> NewtonStep:
+                            mode: str = "exact", krylov_dim: int = 20) -> NewtonStep:
     """One SFN step ``θ + lr · (−(|H| + λI)⁻¹ g)`` on ``obj`` at ``theta`` (see module docs).
 
     Args:
@@ -80,7 +83,6 @@ def saddle_free_newton_step(obj: Objective, theta: Tensor, *, lr: float = 1.0,
         damping: λ ≥ 0, or a grid of them searched for the lowest loss after the step.
         mode: ``"exact"`` (dense Hessian) or ``"krylov"`` (``krylov_dim`` Lanczos vectors from g,
             capped at n).
-        generator: for Lanczos restarts after a breakdown (Krylov mode only).
 
     Returns:
         ``NewtonStep`` with the new θ, the loss before it and the damping used.
@@ -95,21 +97,8 @@ def saddle_free_newton_step(obj: Objective, theta: Tensor, *, lr: float = 1.0,
     theta = theta.to(g.device, g.dtype)
     if not bool(g.any()):  # a critical point: every form of the step is zero
         return NewtonStep(theta.clone(), float(loss), dampings[0], None)
-    if mode == "exact":
-        values, vectors = torch.linalg.eigh(obj.hessian(theta))
-        basis_t, coeff = vectors, vectors.T @ g  # g = V c
-    else:
-        k = min(krylov_dim, obj.num_params)
-        res = lanczos(lambda v: obj.hvp(theta, v), g.unsqueeze(0), k, generator)
-        values, s = torch.linalg.eigh(res.tridiagonal()[0])
-        q = res.basis[0]  # [k, n] rows
-        basis_t, coeff = q.T @ s, s.T @ (q @ g)  # eigenvector estimates (columns) and g's coords
-    absolute = values.abs()
-
-    def direction(lam: float) -> Tensor:
-        return -(basis_t @ (pseudo_inverse(absolute + lam) * coeff))
-
-    return best_damping(obj, theta, float(loss), lr, dampings, direction)
+    space = hessian_space(obj, theta, g, krylov_dim=krylov_dim if mode == "krylov" else None)
+    return best_damping(obj, theta, float(loss), lr, dampings, space.absolute())
 
 
 class SaddleFreeNewton(SecondOrderOptimizer):
@@ -119,7 +108,8 @@ class SaddleFreeNewton(SecondOrderOptimizer):
     returning the ``Objective`` to step on); it builds the objective, takes
     ``saddle_free_newton_step`` in ``dtype`` (float64 by default) and writes θ back into the
     parameters. Defaults: ``lr=1``, ``damping=DEFAULT_DAMPINGS`` (grid, lowest loss wins),
-    ``mode="exact"``, ``krylov_dim=20``. ``seed`` seeds the Lanczos restart vectors (Krylov mode).
+    ``mode="exact"``, ``krylov_dim=20``. ``seed`` is accepted for a uniform signature and unused
+    (the method is deterministic).
     """
 
     def __init__(self, params, lr: float = 1.0,
@@ -139,5 +129,4 @@ class SaddleFreeNewton(SecondOrderOptimizer):
     def _flat_step(self, obj: Objective, theta: Tensor) -> NewtonStep:
         group = self.param_groups[0]
         return saddle_free_newton_step(obj, theta, lr=group["lr"], damping=group["damping"],
-                                       mode=group["mode"], krylov_dim=group["krylov_dim"],
-                                       generator=self.generator)
+                                       mode=group["mode"], krylov_dim=group["krylov_dim"])

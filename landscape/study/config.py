@@ -21,9 +21,10 @@ A study file is one YAML mapping (see ``studies/*.yaml`` and the README)::
 Unknown keys and wrong types are errors naming the key (dotted) and the file. Relative paths
 (``output``, ``checkpoints``, ``data.root``) are relative to the current directory. Overrides are
 ``dotted.key=value`` with the value parsed as YAML (``--set passes.critical.l2=1e-2``); ``--quick``
-applies the file's ``quick`` overrides first, ``--set`` after. Imports no storage,
-tracking or plotting; the numerics packages are imported only for the names validated against
-(optimizers, search methods, dataset and model specs).
+applies the file's ``quick`` overrides first, ``--set`` after. ``passes`` is validated through
+the pass registry (``landscape.passes.PASSES``): each key is a pass name, its value that pass's
+config. Imports no storage, tracking or plotting; the numerics are imported only for the names
+validated against (optimizers, dataset and model specs, the passes' configs).
 """
 
 from __future__ import annotations
@@ -34,30 +35,27 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    NonNegativeFloat,
     NonNegativeInt,
-    PositiveFloat,
     PositiveInt,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
-from landscape.critical.eigenvector_following import INDEX_MODES
-from landscape.critical.search import AUTO, DEFAULT_METHOD, METHODS, Thresholds
 from landscape.data import DataSpec
 from landscape.models import parse_model_spec
 from landscape.optim import OPTIMIZER_HELP
-from landscape.spectrum import DEFAULT_INDEX_ATOL, DEFAULT_INDEX_TOL
+from landscape.passes import PASSES, PassConfig, PassSpec
+from landscape.passes.base import Strict
 
 FIGURES = ("epsilon_alpha", "spectra_by_error_band", "training_curves", "status_counts")
-CheckpointChoice = Literal["all", "last"] | PositiveInt
+DEVICE_HELP = "cpu, cuda, cuda:N or auto (CUDA when present, else CPU)"
 
-__all__ = ["FIGURES", "CriticalPass", "OptimizerSpec", "Passes", "SpectrumPass", "Study",
-           "StudyError", "Tracking", "Training", "apply_overrides", "load_study", "parse_override"]
+__all__ = ["DEVICE_HELP", "FIGURES", "Study", "StudyError", "SweepOptimizer", "Tracking",
+           "Training", "apply_overrides", "check_device", "chosen_passes", "load_study",
+           "parse_override", "passes_model", "validate_study"]
 
 
 class StudyError(ValueError):
@@ -70,11 +68,7 @@ def _one_of(value: str, choices, what: str) -> str:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OptimizerSpec(_Strict):
+class SweepOptimizer(Strict):
     """One optimizer of the sweep: a name from ``landscape.optim`` and its hyperparameters.
     ``label`` names the runs (default: the optimizer name)."""
 
@@ -88,10 +82,10 @@ class OptimizerSpec(_Strict):
         return _one_of(name, OPTIMIZER_HELP, "optimizer")
 
 
-class Training(_Strict):
+class Training(Strict):
     """The training sweep: one run per optimizer × seed × batch size (``null``: full batch)."""
 
-    optimizers: list[OptimizerSpec] = Field(min_length=1)
+    optimizers: list[SweepOptimizer] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     batch_sizes: list[PositiveInt | None] = Field(default_factory=lambda: [None], min_length=1)
     epochs: PositiveInt = 10
@@ -100,61 +94,7 @@ class Training(_Strict):
     n_train: PositiveInt | None = None
 
 
-class _Pass(_Strict):
-    """Options every pass shares. ``checkpoints``: ``all``, ``last``, or an int k for every k-th
-    checkpoint of a run (the last always included); ``n_samples``: evaluation set = first N
-    training samples (all if null); ``l2``: coefficient of (l2/2)‖θ‖² added to the loss;
-    ``index_tol`` / ``index_atol``: relative tolerance and absolute floor of the index count
-    (``spectrum.count_inertia``; the critical pass's searches use the same numbers)."""
-
-    checkpoints: CheckpointChoice = "all"
-    n_samples: PositiveInt | None = None
-    l2: NonNegativeFloat = 0.0
-    index_tol: NonNegativeFloat = DEFAULT_INDEX_TOL
-    index_atol: NonNegativeFloat = DEFAULT_INDEX_ATOL
-
-
-class CriticalPass(_Pass):
-    """Critical-point searches from each checkpoint and ``per_radius`` perturbations of it per
-    non-zero radius (relative: ‖δ‖ ≈ r‖θ‖); thresholds as in ``critical.Thresholds``.
-    ``indices``: with eigenvector following, search from every start once per target index k;
-    without them ``index_mode`` says how eigenvector following picks its index: ``follow``
-    recounts at every iterate (the nearest critical point of any index), ``start`` keeps the
-    start's count (``critical.EigenvectorFollowing``)."""
-
-    method: str = DEFAULT_METHOD
-    radii: list[NonNegativeFloat] = Field(default_factory=lambda: [0.0], min_length=1)
-    per_radius: PositiveInt = 1
-    indices: list[NonNegativeInt] | None = Field(default=None, min_length=1)
-    index_mode: Literal[INDEX_MODES] = "follow"
-    l2: NonNegativeFloat = 1e-3
-    max_iterations: PositiveInt = Thresholds.max_iterations
-    grad_tol: PositiveFloat = 1e-8
-    seed: int = 0
-
-    @field_validator("method")
-    @classmethod
-    def _known(cls, method: str) -> str:
-        return _one_of(method, [AUTO, *METHODS], "method")
-
-    @model_validator(mode="after")
-    def _indices_need_eigenvector_following(self) -> CriticalPass:
-        if self.indices is not None and self.method != "eigenvector-following":
-            raise ValueError("'indices' (target indices) needs method: eigenvector-following; "
-                             f"got method {self.method!r}")
-        return self
-
-
-class SpectrumPass(_Pass):
-    """Dense Hessian spectrum (eigenvalues, inertia) at each chosen checkpoint."""
-
-
-class Passes(_Strict):
-    critical: CriticalPass | None = None
-    spectrum: SpectrumPass | None = None
-
-
-class Tracking(_Strict):
+class Tracking(Strict):
     """MLflow: ``uri`` (default ``$MLFLOW_TRACKING_URI``, else ``./mlruns``), ``experiment``
     (default the study name); ``enabled: false`` turns tracking off."""
 
@@ -163,7 +103,7 @@ class Tracking(_Strict):
     enabled: bool = True
 
 
-class Study(_Strict):
+class Study(Strict):
     """A validated study (see the module docstring for the file format)."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -173,10 +113,10 @@ class Study(_Strict):
     model: str | dict[str, Any] | None = None
     training: Training | None = None
     checkpoints: list[Path] | None = None
-    passes: Passes = Field(default_factory=Passes)
+    passes: Strict = Field(default_factory=Strict)  # replaced by ``passes_model()``
     figures: list[Literal[FIGURES]] = Field(default_factory=lambda: list(FIGURES))
     tracking: Tracking = Field(default_factory=Tracking)
-    device: str = "cpu"
+    device: str = "auto"
     quick: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("data")
@@ -194,9 +134,7 @@ class Study(_Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, device: str) -> str:
-        if device not in ("cpu", "cuda", "auto") and not device.startswith("cuda:"):
-            raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {device!r}")
-        return device
+        return check_device(device)
 
     @model_validator(mode="after")
     def _source(self) -> Study:
@@ -208,9 +146,48 @@ class Study(_Strict):
         if self.checkpoints is not None and (self.data is not None or self.model is not None):
             raise ValueError("with 'checkpoints', data and model come from the checkpoints; "
                              "remove 'data' and 'model'")
-        if self.passes.critical is None and self.passes.spectrum is None and self.checkpoints:
+        if self.checkpoints and all(v is None for v in dict(self.passes).values()):
             raise ValueError("'passes' is empty: nothing to do with the given checkpoints")
         return self
+
+
+def check_device(device: str) -> str:
+    """``device`` if it is one of ``DEVICE_HELP``, else ``ValueError``."""
+    if device not in ("cpu", "cuda", "auto") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be {DEVICE_HELP}; got {device!r}")
+    return device
+
+
+def passes_model(registry: Mapping[str, PassSpec] = PASSES) -> type[Strict]:
+    """The schema of a study's ``passes``: one optional field per pass of ``registry`` that study
+    files name (``PassSpec.implicit`` ones run anyway), typed by the pass's config."""
+    fields = {name: (spec.config | None, None) for name, spec in registry.items()
+              if not spec.implicit}
+    return create_model("Passes", __base__=Strict, **fields)
+
+
+def _study_model(registry: Mapping[str, PassSpec]) -> type[Study]:
+    passes = passes_model(registry)
+    return create_model("Study", __base__=Study,
+                        passes=(passes, Field(default_factory=passes)))
+
+
+def validate_study(raw: Mapping[str, Any], registry: Mapping[str, PassSpec] = PASSES) -> Study:
+    """A ``Study`` from a mapping, its ``passes`` validated through ``registry``
+    (``pydantic.ValidationError`` on bad input; ``load_study`` formats it)."""
+    return _study_model(registry).model_validate(raw)
+
+
+def chosen_passes(study: Study, registry: Mapping[str, PassSpec] = PASSES
+                  ) -> list[tuple[PassSpec, PassConfig]]:
+    """``(spec, config)`` of every pass the study runs, in registry order: the implicit ones
+    with their default config, the others where the study sets them."""
+    out = []
+    for name, spec in registry.items():
+        config = spec.config() if spec.implicit else getattr(study.passes, name, None)
+        if config is not None:
+            out.append((spec, config))
+    return out
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -271,6 +248,6 @@ def load_study(path: str | Path, *, quick: bool = False,
         raw = apply_overrides(raw, quick_overrides, str(path))
     raw = apply_overrides(raw, dict(parse_override(o) for o in overrides), str(path))
     try:
-        return Study.model_validate(raw)
+        return validate_study(raw)
     except ValidationError as exc:
         raise StudyError(_format_errors(path, exc)) from None

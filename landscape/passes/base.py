@@ -1,0 +1,139 @@
+"""What a pass is: a plain ``PassSpec`` (no class hierarchy) and the values it passes around.
+
+A pass runs on a ``Target`` of its scope (one checkpoint, one run, or the whole study), splits
+into ``Item``s (one stored result each), builds its problem once per target (``load``: reading a
+checkpoint, building an ``Objective`` on the device the executing process resolved) and computes
+each item with a pure ``run(problem, item, config) -> Record``. The pipeline (``landscape.study``)
+decides where records go; a pass never opens the store, a tracker or a figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveInt
+
+Scope = Literal["checkpoint", "run", "study"]
+SCOPES: tuple[Scope, ...] = ("checkpoint", "run", "study")
+CheckpointChoice = Literal["all", "last"] | PositiveInt
+
+__all__ = ["SCOPES", "CheckpointChoice", "Item", "PassConfig", "PassSpec", "ProblemConfig",
+           "Record", "Scope", "Strict", "Target", "no_metrics", "options_of"]
+
+
+class Strict(BaseModel):
+    """Base of every validated config: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PassConfig(Strict):
+    """Options every pass has. ``checkpoints`` (checkpoint-scope passes): ``all``, ``last``, or an
+    int k for every k-th checkpoint of a run (the last always included)."""
+
+    checkpoints: CheckpointChoice = "all"
+
+
+class ProblemConfig(PassConfig):
+    """Options of a pass on the training objective at a checkpoint: ``n_samples``: evaluation set
+    = first N training samples (all if null); ``l2``: coefficient of (l2/2)‖θ‖² added to the
+    loss."""
+
+    n_samples: PositiveInt | None = None
+    l2: NonNegativeFloat = 0.0
+
+
+def options_of(config: PassConfig) -> dict:
+    """The options that determine a pass's results (its config but the checkpoint selection),
+    as JSON values; stored with every result and compared on resume."""
+    return config.model_dump(mode="json", exclude={"checkpoints"})
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one task of a pass runs on.
+
+    ``scope == "checkpoint"``: ``run`` and ``checkpoint`` (the file) are set; ``"run"``: ``run``
+    and ``runs = {run: its checkpoint files}``; ``"study"``: ``runs`` holds every run.
+    """
+
+    scope: Scope
+    run: str | None = None
+    checkpoint: Path | None = None
+    runs: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``run/checkpoint``, ``run`` or ``study``: names the target in progress and errors."""
+        if self.scope == "checkpoint":
+            return f"{self.run}/{self.checkpoint.stem}"
+        return self.run if self.scope == "run" else "study"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One result of a pass on a target: its ``name`` under the pass (None: the pass writes one
+    result per target) and the JSON-able arguments ``run`` needs (start number, seed, …)."""
+
+    name: str | None
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Record:
+    """What ``run`` returns: numpy ``arrays``, their dimension names ``dims`` and scalar / JSON
+    ``attrs`` (the pipeline adds ``invocation`` and ``options``)."""
+
+    arrays: dict[str, np.ndarray]
+    dims: dict[str, tuple[str, ...]]
+    attrs: dict[str, Any]
+
+
+def no_metrics(rows: pd.DataFrame) -> dict[str, float]:
+    """A pass whose rows log nothing to MLflow."""
+    return {}
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """One analysis pass.
+
+    Attributes:
+        name: the key in study files (``passes.<name>``) and in the store.
+        scope: ``"checkpoint"``, ``"run"`` or ``"study"`` (``landscape.store`` keys).
+        config: its pydantic options model (a ``PassConfig``).
+        items: ``(target, config) -> [Item]``: the results one target splits into, in order.
+        load: ``(target, config, device) -> problem``: built once per target by the process that
+            runs it, with ``device`` resolved there.
+        run: ``(problem, item, config) -> Record``: pure; one stored result.
+        summarise: ``(rows) -> metrics``: the stored rows of one target (``Store.results_frame``
+            restricted to it) → MLflow metrics of that target, and of all rows for the study.
+        columns: attributes that come first in ``Store.results_frame`` of this pass.
+        implicit: run on every checkpoint with the default config, not named in study files.
+        needs_device: whether ``load`` builds on a device (GPUs are requested for it on Ray).
+    """
+
+    name: str
+    scope: Scope
+    config: type[PassConfig]
+    items: Callable[[Target, PassConfig], list[Item]]
+    load: Callable[[Target, PassConfig, str], Any]
+    run: Callable[[Any, Item, PassConfig], Record]
+    summarise: Callable[[pd.DataFrame], dict[str, float]] = no_metrics
+    columns: tuple[str, ...] = ("run", "checkpoint", "item")
+    implicit: bool = False
+    needs_device: bool = True
+    description: str = ""
+
+    def __post_init__(self):
+        if self.scope not in SCOPES:
+            raise ValueError(f"pass {self.name!r}: scope must be one of {SCOPES}; "
+                             f"got {self.scope!r}")
+        if not issubclass(self.config, PassConfig):
+            raise TypeError(f"pass {self.name!r}: config must subclass PassConfig; "
+                            f"got {self.config!r}")
