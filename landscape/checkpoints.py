@@ -15,6 +15,8 @@ tuples are stored as lists —, dicts with string keys) and tensors only, read w
 ``epoch``              int or None
 ``optimizer``          ``{"name": …, <hyperparameters>}``, plain types
 ``seed``               int or None
+``batch_size``         minibatch size of the training run, or None (full batch, or not recorded:
+                       files written before the field existed read None)
 ``metrics``            name → float: ``train_loss``, ``train_error``, ``test_loss``, …
 ``created``            UTC time, ISO 8601
 ``landscape_version``  package version that wrote the file
@@ -84,6 +86,7 @@ class Checkpoint:
     metrics: dict[str, float] = field(default_factory=dict)
     created: str | None = None
     landscape_version: str | None = None
+    batch_size: int | None = None
 
     def model(self) -> nn.Module:
         """The module of ``model_spec`` with the checkpoint's parameters, cast to their floating
@@ -123,7 +126,8 @@ def _mismatches(expected: dict[str, Tensor], found: dict[str, Tensor], limit: in
 def save_checkpoint(path_or_run_dir: str | Path, model: nn.Module, *, model_spec,
                     data_spec: DataSpec | dict | None, step: int, epoch: int | None = None,
                     optimizer: dict | None = None, seed: int | None = None,
-                    metrics: dict[str, float] | None = None) -> Path:
+                    metrics: dict[str, float] | None = None,
+                    batch_size: int | None = None) -> Path:
     """Write ``model``'s state and the run's metadata atomically; return the path.
 
     ``path_or_run_dir``: a file ending in ``.pt`` or ``.safetensors``, or a run directory (created
@@ -147,6 +151,7 @@ def save_checkpoint(path_or_run_dir: str | Path, model: nn.Module, *, model_spec
         "step": step,
         "epoch": _optional_int(epoch, "epoch"), "optimizer": _plain(optimizer or {}, "optimizer"),
         "seed": _optional_int(seed, "seed"), "metrics": _metrics(metrics or {}),
+        "batch_size": _optional_int(batch_size, "batch_size"),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "landscape_version": __version__,
     }
@@ -239,7 +244,7 @@ def load_checkpoint(path: str | Path, *, model_spec=None) -> Checkpoint:
     return Checkpoint(path, spec, meta.get("data_spec"), state, meta.get("step"),
                       meta.get("epoch"), meta.get("optimizer", {}), meta.get("seed"),
                       meta.get("metrics", {}), meta.get("created"),
-                      meta.get("landscape_version"))
+                      meta.get("landscape_version"), meta.get("batch_size"))
 
 
 def _read_torch(path: Path) -> tuple[dict, dict[str, Tensor]]:

@@ -193,6 +193,55 @@ def critical(
     console.print(table)
 
 
+@app.command()
+def flatness(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file or a run directory "
+                                                "(its last checkpoint is used)."),
+    measures: str = typer.Option("all", help="Comma-separated measure kinds of "
+                                             "landscape.flatness.MEASURES, or all (each with "
+                                             "its defaults)."),
+    gammas: str = typer.Option("", help="Scopes γ of the local entropy, comma-separated "
+                                        "(none by default)."),
+    entropy_method: str = typer.Option("laplace", help="Local-entropy method (with --gammas)."),
+    n_samples: int = typer.Option(None, min=1, help="Evaluation set: first N training samples."),
+    l2: float = typer.Option(0.0, help="L2 coefficient added to the loss."),
+    seed: int = typer.Option(0, help="Seed of the stochastic measures."),
+    device: str = typer.Option("auto", help=DEVICE_HELP + "."),
+) -> None:
+    """Flatness, sharpness and local-entropy measures at a checkpoint: value ± standard error,
+    cost and time per measure."""
+    from landscape.entropy import local_entropy
+    from landscape.flatness import MEASURES
+    from landscape.problem import problem_from_checkpoint
+
+    kinds = list(MEASURES) if measures == "all" else [m for m in measures.split(",") if m]
+    unknown = sorted(set(kinds) - set(MEASURES))
+    if unknown:
+        raise typer.BadParameter(f"unknown measures {unknown}; choose from {sorted(MEASURES)}",
+                                 param_hint="--measures")
+    scopes = [float(g) for g in gammas.split(",") if g]
+    path = _checkpoint_paths(checkpoint)[-1]
+    obj = problem_from_checkpoint(path, n_samples=n_samples, l2=l2, device=device).objective
+    table = Table(title=f"flatness at {path.name} (n = {obj.num_params:,}, {obj.num_samples} "
+                        f"samples, {obj.device}, seed {seed})")
+    for col in ("measure", "value", "± s.e.", "evaluations", "seconds"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+
+    def row(name, value, stderr, n_evals, seconds, note=""):
+        table.add_row(name, f"{value:.6g}" + note, "" if stderr is None else f"{stderr:.2g}",
+                      f"{n_evals:,}", f"{seconds:.2f}")
+
+    for kind in kinds:
+        m = MEASURES[kind](obj, obj.theta, seed=seed)
+        row(m.name, m.value, m.stderr, m.n_evals, m.wall_time)
+    for gamma in scopes:
+        est = local_entropy(obj, obj.theta, gamma, method=entropy_method, seed=seed)
+        note = "" if est.valid else f" (invalid: {est.reason})"
+        row(f"local_entropy_{entropy_method}_gamma{gamma:g}", est.value, est.stderr,
+            est.n_evals, est.seconds, note)
+    console.print(table)
+
+
 def _index_cell(point) -> str:
     if point.index is None:
         return ""

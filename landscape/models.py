@@ -25,6 +25,7 @@ storage, tracking or plotting.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import math
@@ -305,3 +306,49 @@ def _factory(spec: ModelSpec) -> nn.Module:
 
 
 _BUILDERS = {"mlp": _mlp, "lenet": _lenet, "linear-ae": _linear_ae, "factory": _factory}
+
+
+AFFINE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Flatten, nn.Dropout, nn.MaxPool1d,
+               nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+               nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d,
+               nn.AdaptiveMaxPool2d)  # g(c·x) = c·g(x) for c > 0
+
+
+def rescale(model: nn.Sequential, layer: int, c: float) -> nn.Sequential:
+    """Dinh et al.'s (2017) reparametrisation: a copy of ``model`` computing the same function,
+    with the weight and bias of its ``layer``-th affine layer (Linear / Conv, counted from 0 in
+    module order) multiplied by ``c > 0`` and the next affine layer's weight divided by ``c``.
+
+    Exact (up to rounding) because every module between the two layers must be positively
+    homogeneous (ReLU, LeakyReLU, pooling, Flatten, Identity, Dropout); anything else (Tanh,
+    BatchNorm, …) is refused. ``model`` is not changed.
+
+    Example:
+        >>> net = build_model("mlp:4-3-2:relu", seed=0)
+        >>> x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+        >>> torch.allclose(rescale(net, 0, 25.0)(x), net(x), atol=1e-5)
+        True
+    """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"rescale needs an nn.Sequential; got {type(model).__name__}")
+    if isinstance(c, bool) or not isinstance(c, int | float) or not (0 < c < math.inf):
+        raise ValueError(f"c must be a finite positive number; got {c!r}")
+    affine = [i for i, m in enumerate(model) if isinstance(m, AFFINE_LAYERS)]
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(affine) - 1:
+        raise ValueError(f"layer must be an integer in [0, {len(affine) - 2}] (an affine layer "
+                         f"followed by another; the model has {len(affine)}); got {layer!r}")
+    first, second = affine[layer], affine[layer + 1]
+    between = [i for i in range(first + 1, second) if not isinstance(model[i], HOMOGENEOUS)]
+    if between:
+        i = between[0]
+        raise ValueError(f"module {i} ({type(model[i]).__name__}) between affine layers {first} "
+                         f"and {second} is not positively homogeneous: rescaling would change "
+                         "the function")
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out[first].weight.mul_(c)
+        if out[first].bias is not None:
+            out[first].bias.mul_(c)
+        out[second].weight.div_(c)
+    return out

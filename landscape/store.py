@@ -316,6 +316,41 @@ class Store:
         return self.results_frame("critical", ("run", "checkpoint", "item", "status", "loss",
                                                "error", "index", "index_stable", "grad_norm"))
 
+    def measures(self) -> pd.DataFrame:
+        """One row per (run, checkpoint, measure): every complete checkpoint result with a
+        ``measure`` and a ``value`` attribute (the ``flatness`` and ``entropy`` passes write
+        them), beside what its checkpoint's ``metrics`` result says of the training.
+
+        Columns: ``run, checkpoint, measure, value, stderr, pass, optimizer, batch_size, seed,
+        train_loss, test_loss, train_error, test_error, gap_loss, gap_error`` (gap = test −
+        train; NaN where a checkpoint has no such record), then ``step`` and ``valid``.
+        """
+        rows, metrics = [], {}
+        for key in self.iter_results():
+            run, checkpoint, pass_name, _ = parse_key(key)
+            if checkpoint is None:
+                continue
+            attrs = self.result_attrs(key)
+            if pass_name == "metrics":
+                metrics[run, checkpoint] = attrs
+            elif "measure" in attrs and "value" in attrs:
+                rows.append({"run": run, "checkpoint": checkpoint, "measure": attrs["measure"],
+                             "value": attrs["value"], "stderr": attrs.get("stderr"),
+                             "pass": pass_name, "valid": attrs.get("valid", True)})
+        training = ("optimizer", "batch_size", "seed", "train_loss", "test_loss", "train_error",
+                    "test_error", "step")
+        for row in rows:
+            record = metrics.get((row["run"], row["checkpoint"]), {})
+            row.update({name: record.get(name) for name in training})
+        columns = ["run", "checkpoint", "measure", "value", "stderr", "pass", *training[:-1],
+                   "gap_loss", "gap_error", "step", "valid"]
+        frame = pd.DataFrame(rows, columns=[c for c in columns if not c.startswith("gap_")])
+        for name in ("value", "stderr", "train_loss", "test_loss", "train_error", "test_error"):
+            frame[name] = pd.to_numeric(frame[name], errors="coerce")
+        frame["gap_loss"] = frame["test_loss"] - frame["train_loss"]
+        frame["gap_error"] = frame["test_error"] - frame["train_error"]
+        return frame[columns]
+
     def summary(self) -> str:
         """Counts of runs, checkpoints, results per pass (complete / incomplete) and, for passes
         whose results have a ``status``, results per status."""

@@ -113,7 +113,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True,
         metrics |= {f"test_{k}": v for k, v in test_m.items()}
         paths.append(save_checkpoint(out_dir, model, model_spec=spec, data_spec=data_spec.to_dict(),
                                      step=step, epoch=epoch, optimizer=opt_record,
-                                     seed=config.seed, metrics=metrics))
+                                     seed=config.seed, metrics=metrics,
+                                     batch_size=config.batch_size))
         if on_metrics is not None:
             on_metrics(metrics, step)
 

@@ -6,7 +6,7 @@ store need no edit (``passes.base`` says what a spec holds). Pass modules import
 never the store, tracking or plotting.
 """
 
-from landscape.passes import critical, metrics, spectrum
+from landscape.passes import critical, entropy, flatness, metrics, spectrum
 from landscape.passes.base import (
     SCOPES,
     CheckpointChoice,
@@ -20,8 +20,8 @@ from landscape.passes.base import (
     options_of,
 )
 
-PASSES: dict[str, PassSpec] = {spec.name: spec for spec in (metrics.SPEC, spectrum.SPEC,
-                                                            critical.SPEC)}
+PASSES: dict[str, PassSpec] = {spec.name: spec for spec in (
+    metrics.SPEC, spectrum.SPEC, critical.SPEC, flatness.SPEC, entropy.SPEC)}
 
 __all__ = ["PASSES", "SCOPES", "CheckpointChoice", "Item", "PassConfig", "PassSpec",
            "ProblemConfig", "Record", "Scope", "Target", "options_of"]

@@ -1,6 +1,8 @@
-"""The ``metrics`` pass: a checkpoint's step, epoch and the train / test loss and error saved with
-it (no arrays). Implicit: recorded for every checkpoint of every run, chosen or not, so that the
-training curves need no other pass."""
+"""The ``metrics`` pass: what a checkpoint says of its training — step, epoch, the train / test
+loss and error saved with it, the optimizer (``optimizer``: its name; ``optimizer_hparams``), the
+run's ``seed`` and ``batch_size`` (None: full batch or not recorded) — no arrays. Implicit:
+recorded for every checkpoint of every run, chosen or not, so that training curves and
+measure-vs-generalization tables need no other pass."""
 
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ def _load(target: Target, config: PassConfig, device: str) -> Checkpoint:
 
 
 def _run(ckpt: Checkpoint, item: Item, config: PassConfig) -> Record:
+    optimizer = dict(ckpt.optimizer)
     return Record({}, {}, {"step": ckpt.step, "epoch": ckpt.epoch, "path": str(ckpt.path),
-                           **ckpt.metrics})
+                           **ckpt.metrics, "optimizer": optimizer.pop("name", None),
+                           "optimizer_hparams": optimizer, "seed": ckpt.seed,
+                           "batch_size": ckpt.batch_size})
 
 
 SPEC = PassSpec(name="metrics", scope="checkpoint", config=PassConfig,
