@@ -457,16 +457,12 @@ def _spectral(obj: Objective, theta: Tensor, name: str, settings: dict,
     return _result(name, settings, start, value, stderr, op.n_matvecs, info)
 
 
-def _exact_moments(op: SymmetricOperator, block_size: int = 128) -> tuple[float, float]:
-    """``(tr A, ‖A‖_F²)`` from n matvecs of identity blocks, without holding the n×n matrix."""
+def _exact_moments(op: SymmetricOperator) -> tuple[float, float]:
+    """``(tr A, ‖A‖_F²)`` from ``op.row_blocks`` (n matvecs), without holding the n×n matrix."""
     trace_sum = frob = 0.0
-    for start in range(0, op.n, block_size):
-        stop = min(op.n, start + block_size)
-        eye = torch.zeros(stop - start, op.n, dtype=op.dtype, device=op.device)
-        eye[:, start:stop].fill_diagonal_(1.0)
-        columns = op(eye)
-        trace_sum += float(columns[:, start:stop].diagonal().sum())
-        frob += float(columns.pow(2).sum())
+    for rows, block in op.row_blocks():
+        trace_sum += float(block[:, rows].diagonal().sum())
+        frob += float(block.pow(2).sum())
     return trace_sum, frob
 
 
@@ -495,20 +491,29 @@ def lambda_max(obj: Objective, theta: Tensor, *, tol: float = 1e-6,
     return _spectral(obj, theta, "lambda_max", settings, run)
 
 
+def _moment(obj: Objective, theta: Tensor, power: int, name: str, method: str,
+            n_matvecs: int, seed: int) -> Measure:
+    """``tr Hᵖ`` (p = 1 or 2): exact from ``_exact_moments``, or ``estimate_trace`` of the operator
+    ``Hᵖ`` with ``n_matvecs // p`` of its applications (p HVPs each)."""
+    settings = {"method": method, "n_matvecs": n_matvecs, "seed": _seed(seed)}
+    chosen = _trace_method(method, n_matvecs, obj.num_params, 3 * power)
+
+    def run(op):
+        if chosen == "exact":
+            return _exact_moments(op)[power - 1], None, {"method": chosen}
+        target = op if power == 1 else SymmetricOperator(lambda V: op(op(V)), op.n,
+                                                         dtype=op.dtype, device=op.device)
+        est = estimate_trace(target, n_matvecs=n_matvecs // power, method=chosen, seed=seed)
+        return est.value, est.stderr, {"method": chosen}
+    return _spectral(obj, theta, name, settings, run)
+
+
 def trace(obj: Objective, theta: Tensor, *, method: str = "auto", n_matvecs: int = 99,
           seed: int = 0) -> Measure:
     """tr H. ``"exact"``: the diagonal from n HVPs (stderr None); ``"hutch++"`` /
     ``"hutchinson"``: ``spectrum.estimate_trace`` with ``n_matvecs`` HVPs and its standard error;
     ``"auto"``: exact when n ≤ ``n_matvecs``, else Hutch++."""
-    settings = {"method": method, "n_matvecs": n_matvecs, "seed": _seed(seed)}
-    chosen = _trace_method(method, n_matvecs, obj.num_params, 3)
-
-    def run(op):
-        if chosen == "exact":
-            return _exact_moments(op)[0], None, {"method": chosen}
-        est = estimate_trace(op, n_matvecs=n_matvecs, method=chosen, seed=seed)
-        return est.value, est.stderr, {"method": chosen}
-    return _spectral(obj, theta, "trace", settings, run)
+    return _moment(obj, theta, 1, "trace", method, n_matvecs, seed)
 
 
 def frobenius_sq(obj: Objective, theta: Tensor, *, method: str = "auto", n_matvecs: int = 99,
@@ -517,22 +522,14 @@ def frobenius_sq(obj: Objective, theta: Tensor, *, method: str = "auto", n_matve
     ``estimate_trace`` of the operator ``V ↦ H(HV)`` with ``n_matvecs // 2`` of its applications
     (two HVPs each; a Frobenius-specific estimator, ``‖Hz‖²`` per probe, would halve that);
     ``"auto"``: exact when n ≤ ``n_matvecs``, else Hutch++."""
-    settings = {"method": method, "n_matvecs": n_matvecs, "seed": _seed(seed)}
-    chosen = _trace_method(method, n_matvecs, obj.num_params, 6)
-
-    def run(op):
-        if chosen == "exact":
-            return _exact_moments(op)[1], None, {"method": chosen}
-        squared = SymmetricOperator(lambda V: op(op(V)), op.n, dtype=op.dtype, device=op.device)
-        est = estimate_trace(squared, n_matvecs=n_matvecs // 2, method=chosen, seed=seed)
-        return est.value, est.stderr, {"method": chosen}
-    return _spectral(obj, theta, "frobenius_sq", settings, run)
+    return _moment(obj, theta, 2, "frobenius_sq", method, n_matvecs, seed)
 
 
 def near_zero_fraction(obj: Objective, theta: Tensor, *, atol: float = NEAR_ZERO_ATOL,
                        method: str = "auto", n_steps: int = 90, n_probes: int = 10,
                        seed: int = 0) -> Measure:
-    """Fraction of Hessian eigenvalues with ``|λ| ≤ atol`` (absolute; Chaudhari et al.'s 1e-4). ``"dense"``: exact, from ``full_spectrum`` (n HVPs, memory checked); ``"slq"``:
+    """Fraction of Hessian eigenvalues with ``|λ| ≤ atol`` (absolute; Chaudhari et al.'s 1e-4).
+    ``"dense"``: exact, from ``full_spectrum`` (n HVPs, memory checked); ``"slq"``:
     the SLQ quadrature weight on nodes in ``[−atol, atol]`` (``spectral_density`` with
     ``n_steps`` × ``n_probes`` HVPs), averaged over probes with its standard error; ``"auto"``:
     dense up to ``spectrum.DENSE_SPECTRUM_MAX_PARAMS`` parameters.
@@ -542,7 +539,8 @@ def near_zero_fraction(obj: Objective, theta: Tensor, *, atol: float = NEAR_ZERO
     estimate is biased low (often 0, with a zero standard error that only reflects the probes).
     Past the dense limit, read it with a larger ``atol`` or from the smoothed density."""
     settings = {"atol": check_number("atol", atol, strict=False), "method": method,
-                "n_steps": check_count("n_steps", n_steps), "n_probes": check_count("n_probes", n_probes, 2),
+                "n_steps": check_count("n_steps", n_steps),
+                "n_probes": check_count("n_probes", n_probes, 2),
                 "seed": _seed(seed)}
     chosen = _choice("method", method, SPECTRUM_METHODS)
     if chosen == "auto":

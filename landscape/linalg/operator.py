@@ -11,7 +11,7 @@ Imports nothing but torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -71,22 +71,29 @@ class SymmetricOperator:
     def __matmul__(self, x: Tensor) -> Tensor:
         return self.matmat(x) if x.ndim == 1 else self.matmat(x.T).T
 
-    def dense(self, block_size: int | None = None) -> Tensor:
-        """The ``[n, n]`` matrix from blocks of ``block_size`` identity rows (default
-        ``min(n, 128)``), symmetrised ``(A + Aᵀ)/2`` (removes rounding asymmetry only).
-
-        Costs n matvecs; peak memory is the result plus one block. The caller checks that
-        ``[n, n]`` fits (``landscape.objective.check_dense_fits``).
-        """
+    def row_blocks(self, block_size: int | None = None) -> Iterator[tuple[slice, Tensor]]:
+        """``(rows, A[rows])`` for consecutive blocks of ``block_size`` rows of A (default
+        ``min(n, 128)``), each from one application to identity rows: n matvecs in all, one
+        block in memory at a time."""
         block_size = min(self.n, DEFAULT_BLOCK_SIZE) if block_size is None else block_size
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f"block_size must be a positive integer; got {block_size!r}")
-        out = torch.empty(self.n, self.n, dtype=self.dtype, device=self.device)
         for start in range(0, self.n, block_size):
             stop = min(self.n, start + block_size)
             eye = torch.zeros(stop - start, self.n, dtype=self.dtype, device=self.device)
             eye[:, start:stop].fill_diagonal_(1.0)
-            out[start:stop] = self.matmat(eye)
+            yield slice(start, stop), self.matmat(eye)
+
+    def dense(self, block_size: int | None = None) -> Tensor:
+        """The ``[n, n]`` matrix from ``row_blocks``, symmetrised ``(A + Aᵀ)/2`` (removes
+        rounding asymmetry only).
+
+        Costs n matvecs; peak memory is the result plus one block. The caller checks that
+        ``[n, n]`` fits (``landscape.objective.check_dense_fits``).
+        """
+        out = torch.empty(self.n, self.n, dtype=self.dtype, device=self.device)
+        for rows, block in self.row_blocks(block_size):
+            out[rows] = block
         return 0.5 * (out + out.T)
 
     @classmethod
