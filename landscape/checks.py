@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_count", "check_number"]
+__all__ = ["check_choice", "check_count", "check_number"]
 
 
 def check_number(name: str, value, *, low: float = 0.0, strict: bool = True,
@@ -23,4 +23,11 @@ def check_count(name: str, value, minimum: int = 1) -> int:
     """An int (not bool) ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return value
+
+
+def check_choice(name: str, value, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
     return value

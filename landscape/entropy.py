@@ -85,7 +85,7 @@ import torch
 from torch import Tensor
 from torch.func import grad_and_value, vmap
 
-from landscape.checks import check_count, check_number
+from landscape.checks import check_choice, check_count, check_number
 from landscape.linalg.lanczos import lanczos
 from landscape.linalg.operator import SymmetricOperator
 from landscape.linalg.probes import Seed, as_generator, gaussian
@@ -455,9 +455,7 @@ def _laplace_value(quad: _Quadrature, gamma: float, beta: float
 def _method_settings(method: str, dim: int, opts: dict[str, Any]) -> dict[str, Any]:
     """The validated, JSON-able settings ``method`` uses (defaults filled in)."""
     if method == "laplace":
-        if opts["solver"] not in LAPLACE_SOLVERS:
-            raise ValueError(f"solver must be one of {LAPLACE_SOLVERS}; got {opts['solver']!r}")
-        solver = opts["solver"]
+        solver = check_choice("solver", opts["solver"], LAPLACE_SOLVERS)
         if solver == "auto":
             solver = "dense" if dim <= DENSE_SPECTRUM_MAX_PARAMS else "slq"
         if solver == "dense":
@@ -474,8 +472,7 @@ def _method_settings(method: str, dim: int, opts: dict[str, Any]) -> dict[str, A
     burn_in = pick["burn_in"]
     if isinstance(burn_in, bool) or not isinstance(burn_in, int) or not 0 <= burn_in < n_steps:
         raise ValueError(f"burn_in must be an integer in [0, n_steps={n_steps}); got {burn_in!r}")
-    if opts["sampler"] not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}; got {opts['sampler']!r}")
+    check_choice("sampler", opts["sampler"], SAMPLERS)
     target = TARGET_ACCEPT[opts["sampler"]] if opts["target_accept"] is None else (
         opts["target_accept"])
     if isinstance(target, bool) or not isinstance(target, int | float) or not 0 < target < 1:
@@ -492,10 +489,7 @@ def _method_settings(method: str, dim: int, opts: dict[str, Any]) -> dict[str, A
         else check_number("initial_step", step),
     }
     if method == "ti":
-        if opts["direction"] not in TI_DIRECTIONS:
-            raise ValueError(f"direction must be one of {TI_DIRECTIONS}; got "
-                             f"{opts['direction']!r}")
-        settings["direction"] = opts["direction"]
+        settings["direction"] = check_choice("direction", opts["direction"], TI_DIRECTIONS)
         settings["quadrature"] = "trapezoid on the schedule"
     if method == "ais":
         del settings["burn_in"]  # fixed steps from the pilot: every transition counts
@@ -711,20 +705,15 @@ def _curve(obj: Objective, theta: Tensor, gammas: list, opts: dict[str, Any]
            ) -> list[LocalEntropy]:
     if not isinstance(obj, Objective):
         raise TypeError(f"obj must be an Objective; got {type(obj).__name__}")
-    if not isinstance(theta, Tensor) or theta.shape != (obj.num_params,):
-        shape = tuple(theta.shape) if isinstance(theta, Tensor) else type(theta).__name__
-        raise ValueError(f"theta must have shape ({obj.num_params},); got {shape}")
+    theta = obj.check_theta(theta).detach()
     if not gammas:
         raise ValueError("gammas must contain at least one scope γ")
     gammas = [check_number("gamma", g) for g in gammas]
     beta = check_number("beta", opts["beta"])
-    method = opts["method"]
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    method = check_choice("method", opts["method"], METHODS)
     seed = opts["seed"]
     generator = as_generator(seed)
     start = time.perf_counter()
-    theta = theta.detach().to(obj.device, obj.dtype)
     seed_label = seed if isinstance(seed, int) else None
     space = _resolve_subspace(obj, theta, opts["subspace"], opts["subspace_dim"], generator,
                               seed_label)

@@ -87,7 +87,7 @@ import torch
 from scipy.optimize import Bounds, minimize
 from torch import Tensor
 
-from landscape.checks import check_count, check_number
+from landscape.checks import check_choice, check_count, check_number
 from landscape.linalg.operator import SymmetricOperator
 from landscape.linalg.probes import Seed, as_generator, gaussian
 from landscape.objective import Objective
@@ -135,24 +135,11 @@ class Measure:
 
 
 # ---------------------------------------------------------------------------- validation
-def _choice(name: str, value, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
-    return value
-
-
 def _seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int (it is stored in the settings); "
                          f"got {seed!r}")
     return seed
-
-
-def _as_theta(obj: Objective, theta: Tensor) -> Tensor:
-    if not isinstance(theta, Tensor) or theta.shape != (obj.num_params,):
-        shape = tuple(theta.shape) if isinstance(theta, Tensor) else type(theta).__name__
-        raise ValueError(f"theta must have shape ({obj.num_params},); got {shape}")
-    return theta.detach().to(obj.device, obj.dtype)
 
 
 def _fmt(value) -> str:
@@ -181,8 +168,8 @@ class Perturbation:
     floor: float = 0.0
 
     def __post_init__(self):
-        _choice("law", self.law, LAWS)
-        _choice("scaling", self.scaling, SCALINGS)
+        check_choice("law", self.law, LAWS)
+        check_choice("scaling", self.scaling, SCALINGS)
         for key in ("radius", "eta", "floor"):
             check_number(key, getattr(self, key), strict=False)
 
@@ -228,7 +215,7 @@ class _Target:
     """Counted full-batch evaluations of the loss or the 0-1 error."""
 
     def __init__(self, obj: Objective, target: str):
-        self.obj, self.target, self.n_evals = obj, _choice("target", target, TARGETS), 0
+        self.obj, self.target, self.n_evals = obj, check_choice("target", target, TARGETS), 0
 
     def __call__(self, theta: Tensor) -> float:
         self.n_evals += 1
@@ -280,8 +267,8 @@ def mean_increase(obj: Objective, theta: Tensor, perturbation: Perturbation, *,
     error of ``_quantile_and_stderr``.
     """
     start = time.perf_counter()
-    theta = _as_theta(obj, theta)
-    _choice("law", perturbation.law, SAMPLED_LAWS)
+    theta = obj.check_theta(theta).detach()
+    check_choice("law", perturbation.law, SAMPLED_LAWS)
     check_count("n_samples", n_samples, 2)
     if quantile is not None:
         check_number("quantile", quantile, high=1.0)
@@ -363,8 +350,8 @@ def max_increase(obj: Objective, theta: Tensor, perturbation: Perturbation, *,
     The best value over the starts is reported; every evaluated point is feasible.
     """
     start = time.perf_counter()
-    theta = _as_theta(obj, theta)
-    _choice("law", perturbation.law, ("ball", "box"))
+    theta = obj.check_theta(theta).detach()
+    check_choice("law", perturbation.law, ("ball", "box"))
     settings = {"perturbation": asdict(perturbation), "n_steps": check_count("n_steps", n_steps),
                 "n_restarts": check_count("n_restarts", n_restarts, 0), "subspace_dim": subspace_dim,
                 "seed": _seed(seed)}
@@ -414,8 +401,8 @@ def critical_radius(obj: Objective, theta: Tensor, perturbation: Perturbation, *
     root); ``info`` has the final bracket, ``D`` at the result and its standard error.
     """
     start = time.perf_counter()
-    theta = _as_theta(obj, theta)
-    _choice("law", perturbation.law, SAMPLED_LAWS)
+    theta = obj.check_theta(theta).detach()
+    check_choice("law", perturbation.law, SAMPLED_LAWS)
     settings = {"perturbation": asdict(perturbation), "target": target,
                 "drop": check_number("drop", drop), "tol": check_number("tol", tol),
                 "max_steps": check_count("max_steps", max_steps),
@@ -452,7 +439,7 @@ def _spectral(obj: Objective, theta: Tensor, name: str, settings: dict,
               run: Callable[[SymmetricOperator], tuple]) -> Measure:
     """Run ``run(op) -> (value, stderr, info)`` on the Hessian operator at θ, timed and counted."""
     start = time.perf_counter()
-    op = obj.hessian_op(_as_theta(obj, theta))
+    op = obj.hessian_op(obj.check_theta(theta).detach())
     value, stderr, info = run(op)
     return _result(name, settings, start, value, stderr, op.n_matvecs, info)
 
@@ -468,7 +455,7 @@ def _exact_moments(op: SymmetricOperator) -> tuple[float, float]:
 
 def _trace_method(method: str, n_matvecs: int, n: int, minimum: int) -> str:
     """``"auto"`` → exact when n HVPs cost no more than the budget, else Hutch++."""
-    _choice("method", method, TRACE_METHODS)
+    check_choice("method", method, TRACE_METHODS)
     check_count("n_matvecs", n_matvecs, minimum)
     if method == "auto":
         return "exact" if n <= n_matvecs else "hutch++"
@@ -542,7 +529,7 @@ def near_zero_fraction(obj: Objective, theta: Tensor, *, atol: float = NEAR_ZERO
                 "n_steps": check_count("n_steps", n_steps),
                 "n_probes": check_count("n_probes", n_probes, 2),
                 "seed": _seed(seed)}
-    chosen = _choice("method", method, SPECTRUM_METHODS)
+    chosen = check_choice("method", method, SPECTRUM_METHODS)
     if chosen == "auto":
         chosen = "dense" if obj.num_params <= DENSE_SPECTRUM_MAX_PARAMS else "slq"
 
@@ -615,7 +602,7 @@ def average_sharpness(obj: Objective, theta: Tensor, *, sigma: float = 0.01,
     settings = {"sigma": check_number("sigma", sigma), "scaling": scaling, "law": law,
                 "target": target, "n_samples": n_samples, "quantile": quantile,
                 "mag_eps": check_number("mag_eps", mag_eps, strict=False), "seed": seed}
-    _choice("scaling", scaling, MEASURE_SCALINGS)
+    check_choice("scaling", scaling, MEASURE_SCALINGS)
     raw = mean_increase(obj, theta, _scaled(scaling, law, sigma, mag_eps), target=target,
                         n_samples=n_samples, quantile=quantile, seed=seed)
     tag, eps_tag = _scaling_tags(scaling, mag_eps)
@@ -672,7 +659,7 @@ def pac_bayes_sigma(obj: Objective, theta: Tensor, *, scaling: str = "none",
                 "tol": tol, "max_sigma": check_number("max_sigma", max_sigma),
                 "max_steps": max_steps, "n_samples": n_samples,
                 "mag_eps": check_number("mag_eps", mag_eps, strict=False), "seed": seed}
-    _choice("scaling", scaling, MEASURE_SCALINGS)
+    check_choice("scaling", scaling, MEASURE_SCALINGS)
     raw = critical_radius(obj, theta, _scaled(scaling, "gaussian", max_sigma, mag_eps),
                           target=target, drop=drop, tol=tol, max_steps=max_steps,
                           n_samples=n_samples, seed=seed)
@@ -706,7 +693,7 @@ MEASURES: dict[str, Callable[..., Measure]] = {
 
 def measure_options(kind: str) -> dict[str, object]:
     """The options of ``kind`` and their defaults."""
-    _choice("kind", kind, tuple(MEASURES))
+    check_choice("kind", kind, tuple(MEASURES))
     return {p.name: p.default for p in inspect.signature(MEASURES[kind]).parameters.values()
             if p.kind is inspect.Parameter.KEYWORD_ONLY}
 

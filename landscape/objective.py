@@ -190,13 +190,13 @@ class Objective:
         return [_Chunk(x, y, y.shape[0] / total) for x, y in pieces]
 
     # ------------------------------------------------------------------ θ handling
-    def _check_theta(self, theta: Tensor) -> Tensor:
+    def check_theta(self, theta: Tensor) -> Tensor:
+        """``theta`` on the objective's device and dtype, if it is a tensor of shape ``[n]``."""
         if not isinstance(theta, Tensor):
             raise TypeError(f"theta must be a tensor; got {type(theta).__name__}")
         if theta.shape != (self.num_params,):
             raise ValueError(
-                f"theta must have shape ({self.num_params},) for this model; got "
-                f"{tuple(theta.shape)}"
+                f"theta must have shape ({self.num_params},); got {tuple(theta.shape)}"
             )
         return theta.to(self.device, self.dtype)
 
@@ -265,7 +265,7 @@ class Objective:
         with autograd (θ with ``requires_grad``) it is ``functional_loss``; the finiteness check
         runs outside transforms only.
         """
-        theta = self._check_theta(theta)
+        theta = self.check_theta(theta)
         total = self.functional_loss(theta)
         if not _transformed(theta):
             _check_finite(total, "loss")
@@ -278,7 +278,7 @@ class Objective:
         ``torch.func.grad_and_value(functional_loss)`` and stay differentiable (e.g.
         ``torch.func.jacrev(obj.grad)`` is the Hessian).
         """
-        theta = self._check_theta(theta)
+        theta = self.check_theta(theta)
         if _transformed(theta):
             g, value = torch.func.grad_and_value(self.functional_loss)(theta)
             return value, g
@@ -304,7 +304,7 @@ class Objective:
         Under a ``torch.func`` transform of θ or V the product is taken through
         ``functional_loss`` (forward-over-reverse) and stays differentiable.
         """
-        theta = self._check_theta(theta)
+        theta = self.check_theta(theta)
         vectors = self._check_vectors(vectors)
         if _transformed(theta) or _transformed(vectors):
             grad_fn = grad(self.functional_loss)
@@ -336,7 +336,7 @@ class Objective:
         """H(θ) as a ``SymmetricOperator``: its ``matmat`` is the batched ``hvp`` at (a copy of)
         θ, its ``n_matvecs`` counts the HVPs; ``op.dense()`` builds the matrix as ``hessian``
         does (without the memory check)."""
-        theta = self._check_theta(theta).clone()
+        theta = self.check_theta(theta).clone()
         return SymmetricOperator(lambda V: self.hvp(theta, V), self.num_params, dtype=self.dtype,
                                  device=self.device)
 
@@ -348,7 +348,7 @@ class Objective:
         The result is symmetrised, ``(H + Hᵀ)/2``, which removes rounding asymmetry only.
         Not for use under ``torch.func`` transforms (use ``torch.func.hessian(obj.loss)``).
         """
-        theta = self._check_theta(theta)
+        theta = self.check_theta(theta)
         _refuse_transform(theta, "hessian", "torch.func.hessian(obj.loss)")
         check_dense_fits(self.num_params, self.dtype, self.device, copies=1.25,
                          what="A dense Hessian")
@@ -356,7 +356,7 @@ class Objective:
 
     def outputs(self, theta: Tensor) -> list[Tensor]:
         """Model outputs per chunk at θ (no gradient), in data order."""
-        theta = self._check_theta(theta)
+        theta = self.check_theta(theta)
         _refuse_transform(theta, "outputs / error", "obj.functional_loss")
         with torch.no_grad():
             return [self._outputs(theta, c.inputs) for c in self._chunks]
