@@ -23,7 +23,14 @@ SCOPES: tuple[Scope, ...] = ("checkpoint", "run", "study")
 CheckpointChoice = Literal["all", "last"] | PositiveInt
 
 __all__ = ["SCOPES", "CheckpointChoice", "Item", "PassConfig", "PassSpec", "ProblemConfig",
-           "Record", "Scope", "Strict", "Target", "no_metrics", "options_of"]
+           "Record", "Scope", "Strict", "Target", "no_metrics", "one_of", "options_of"]
+
+
+def one_of(value: str, choices, what: str) -> str:
+    """``value`` if it is in ``choices``; else the ``ValueError`` a config validator raises."""
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {sorted(choices)}")
+    return value
 
 
 class Strict(BaseModel):

@@ -43,7 +43,7 @@ from landscape.critical import (
 from landscape.critical.eigenvector_following import INDEX_MODES
 from landscape.critical.search import DEFAULT_METHOD, HISTORY_FIELDS
 from landscape.objective import Objective
-from landscape.passes.base import Item, PassSpec, Record, Target
+from landscape.passes.base import Item, PassSpec, Record, Target, one_of
 from landscape.passes.spectrum import IndexConfig, load_objective
 
 COLUMNS = ("run", "checkpoint", "item", "status", "loss", "error", "index", "index_stable",
@@ -72,10 +72,7 @@ class CriticalConfig(IndexConfig):
     @field_validator("method")
     @classmethod
     def _known(cls, method: str) -> str:
-        if method not in (AUTO, *METHODS):
-            raise ValueError(f"unknown method {method!r}; choose one of "
-                             f"{sorted([AUTO, *METHODS])}")
-        return method
+        return one_of(method, (AUTO, *METHODS), "method")
 
     @model_validator(mode="after")
     def _targets_need_eigenvector_following(self) -> CriticalConfig:

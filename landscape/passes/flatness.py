@@ -19,7 +19,15 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from landscape.flatness import MEASURES, measure_options
 from landscape.objective import Objective
-from landscape.passes.base import CheckpointChoice, Item, PassSpec, ProblemConfig, Record, Strict
+from landscape.passes.base import (
+    CheckpointChoice,
+    Item,
+    PassSpec,
+    ProblemConfig,
+    Record,
+    Strict,
+    one_of,
+)
 from landscape.passes.spectrum import load_objective
 
 __all__ = ["SPEC", "FlatnessConfig", "MeasureChoice", "measure_name", "per_checkpoint_metrics"]
@@ -45,9 +53,7 @@ class MeasureChoice(Strict):
     @field_validator("kind")
     @classmethod
     def _known(cls, kind: str) -> str:
-        if kind not in MEASURES:
-            raise ValueError(f"unknown measure kind {kind!r}; choose one of {sorted(MEASURES)}")
-        return kind
+        return one_of(kind, MEASURES, "measure kind")
 
     @model_validator(mode="after")
     def _options_exist(self) -> MeasureChoice:

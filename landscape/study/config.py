@@ -48,7 +48,7 @@ from landscape.data import DataSpec
 from landscape.models import parse_model_spec
 from landscape.optim import OPTIMIZER_HELP
 from landscape.passes import PASSES, PassConfig, PassSpec
-from landscape.passes.base import Strict
+from landscape.passes.base import Strict, one_of
 
 FIGURES = ("epsilon_alpha", "spectra_by_error_band", "training_curves", "status_counts")
 DEVICE_HELP = "cpu, cuda, cuda:N or auto (CUDA when present, else CPU)"
@@ -62,12 +62,6 @@ class StudyError(ValueError):
     """A study file that cannot be read or does not validate; the message names file and key."""
 
 
-def _one_of(value: str, choices, what: str) -> str:
-    if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}; choose one of {sorted(choices)}")
-    return value
-
-
 class SweepOptimizer(Strict):
     """One optimizer of the sweep: a name from ``landscape.optim`` and its hyperparameters.
     ``label`` names the runs (default: the optimizer name)."""
@@ -79,7 +73,7 @@ class SweepOptimizer(Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        return _one_of(name, OPTIMIZER_HELP, "optimizer")
+        return one_of(name, OPTIMIZER_HELP, "optimizer")
 
 
 class Training(Strict):

@@ -28,7 +28,7 @@ from landscape.objective import resolve_device
 from landscape.passes.base import options_of
 from landscape.store import json_safe, open_store
 from landscape.study.config import StudyError
-from landscape.study.plan import PassTask, Task, TrainTask, options_mismatch
+from landscape.study.plan import PassTask, Task, TrainTask, is_done
 from landscape.train import config_dict, train
 
 MANIFEST = "training.json"
@@ -101,14 +101,7 @@ def _run_pass(task: PassTask, progress: bool) -> TaskSummary:
     store = open_store(task.store)
     options = options_of(task.config)
     keyed = task.keyed_items()
-    todo = []
-    for key, item in keyed:
-        if not store.is_complete(key):
-            todo.append((key, item))
-            continue
-        stored = store.result_attrs(key).get("options")
-        if stored != options:
-            raise StudyError(options_mismatch(key, store, stored, options))
+    todo = [(key, item) for key, item in keyed if not is_done(store, key, options)]
     if todo:
         problem = task.spec.load(task.target, task.config, str(resolve_device(task.device)))
         bar = tqdm(todo, desc=task.name, unit="item", leave=False,

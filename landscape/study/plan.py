@@ -22,7 +22,7 @@ from landscape.study.config import Study, StudyError, chosen_passes
 from landscape.train import TrainConfig
 
 __all__ = ["PassTask", "TrainTask", "analysis_tasks", "check_options", "given_runs",
-           "item_key", "select_checkpoints", "training_tasks"]
+           "is_done", "item_key", "select_checkpoints", "training_tasks"]
 
 
 @dataclass(frozen=True)
@@ -154,17 +154,21 @@ def analysis_tasks(study: Study, runs: Mapping[str, list[Path]], *, store: Path,
 
 def check_options(store: Store, tasks: list[PassTask]) -> None:
     """Raise ``StudyError`` before anything runs if a complete result of a task was computed with
-    other pass options (reusing it would mix two analyses in one store)."""
+    other pass options (``is_done``)."""
     for t in tasks:
         options = options_of(t.config)
         for key, _ in t.keyed_items():
-            if store.is_complete(key):
-                stored = store.result_attrs(key).get("options")
-                if stored != options:
-                    raise StudyError(options_mismatch(key, store, stored, options))
+            is_done(store, key, options)
 
 
-def options_mismatch(key: str, store: Store, stored, wanted) -> str:
-    """The message of a complete result computed with other options."""
-    return (f"{key} in {store.path} was computed with other options ({stored}); this study asks "
-            f"for {wanted}. Use another output folder, or delete that store to recompute.")
+def is_done(store: Store, key: str, options: dict) -> bool:
+    """Whether the result at ``key`` is complete; ``StudyError`` if it is but was computed with
+    other pass ``options`` (reusing it would mix two analyses in one store)."""
+    if not store.is_complete(key):
+        return False
+    stored = store.result_attrs(key).get("options")
+    if stored != options:
+        raise StudyError(f"{key} in {store.path} was computed with other options ({stored}); "
+                         f"this study asks for {options}. Use another output folder, or delete "
+                         f"that store to recompute.")
+    return True
