@@ -54,7 +54,10 @@ def train(
     lr: float = typer.Option(None, help="Learning rate (the optimizer's default if omitted)."),
     hparams: str = typer.Option("{}", help='Other optimizer hyperparameters as JSON, '
                                           'e.g. \'{"momentum": 0.9}\'.'),
-    epochs: int = typer.Option(10, min=1, help="Passes over the training data."),
+    epochs: int = typer.Option(10, min=1, help="Passes over the training data (the cap with "
+                                               "--target-loss)."),
+    target_loss: float = typer.Option(None, help="Stop at the end of the first epoch whose "
+                                                 "full training loss is at most this (> 0)."),
     batch_size: int = typer.Option(None, min=1, help="Minibatch size (full batch if omitted)."),
     n_train: int = typer.Option(None, min=1, help="Use only the first N training samples."),
     seed: int = typer.Option(0, help="Seed for initialisation, batch order and noise."),
@@ -72,13 +75,15 @@ def train(
     from landscape.train import TrainConfig, config_dict
     from landscape.train import train as run_training
 
+    if target_loss is not None and not target_loss > 0:
+        raise typer.BadParameter(f"--target-loss must be positive; got {target_loss}")
     extra = json.loads(hparams)
     if lr is not None:
         extra["lr"] = lr
     config = TrainConfig(dataset=dataset, model=model, optimizer=optimizer, hparams=extra,
                          epochs=epochs, batch_size=batch_size, seed=seed,
                          checkpoint_every=checkpoint_every, early_checkpoints=early_checkpoints,
-                         n_train=n_train)
+                         n_train=n_train, target_train_loss=target_loss)
     if not track:
         paths = run_training(config, out, progress=progress)
         console.print(f"wrote {len(paths)} checkpoints to {out}")

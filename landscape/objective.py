@@ -1,9 +1,10 @@
 """The Objective: a model + loss + fixed dataset seen as a function of one flat θ.
 
 Owns: the flat-parameter view of a model, the full-batch mean loss over a fixed evaluation set,
-its gradient, batched Hessian-vector products (also as a ``SymmetricOperator``, ``hessian_op``),
-the dense Hessian in bounded memory, and the memory check that refuses dense requests which
-cannot fit. Imports nothing from storage, tracking or plotting.
+its gradient, batched Hessian-vector and generalised-Gauss-Newton-vector products (also as
+``SymmetricOperator``s, ``hessian_op`` / ``ggn_op``), the dense Hessian and GGN in bounded memory,
+and the memory check that refuses dense requests which cannot fit. Imports nothing from storage,
+tracking or plotting.
 
 Conventions
 -----------
@@ -14,6 +15,12 @@ Conventions
   over a chunk of ``N_b`` samples, so the value never depends on how the data are chunked.
   An optional L2 term ``(l2 / 2) ‖θ‖²`` is added (cross-entropy on separable data has no finite
   critical points without it).
+* The generalised Gauss-Newton matrix (GGN) of that loss is
+  ``G(θ) = Σ_b (N_b / N) · J_bᵀ H_b J_b + l2 · I``, with ``J_b`` the Jacobian of the chunk's model
+  outputs in θ and ``H_b`` the Hessian of ``loss_fn`` in those outputs: the Hessian without the
+  second derivatives of the model. It is positive semi-definite when ``loss_fn`` is convex in the
+  outputs; for cross-entropy on logits it is the Fisher information of the model's predictive
+  distribution, for squared error that of a Gaussian likelihood (up to its variance).
 * The user's module is never mutated: the Objective works on a private deep copy, moved to
   ``device`` / ``dtype`` and put in ``eval()`` mode (dropout off, BatchNorm on its running
   statistics), and evaluates it with ``torch.func.functional_call``. BatchNorm in training mode is
@@ -231,6 +238,21 @@ class Objective:
     def _penalty(self, theta: Tensor) -> Tensor:
         return 0.5 * self.l2 * theta.dot(theta)
 
+    def _chunk_ggn_vp(self, theta: Tensor, chunk: _Chunk, vectors: Tensor) -> Tensor:
+        """``J_bᵀ H_b J_b v`` for every row v: J v by forward mode, H_b by reverse-over-reverse
+        on the loss as a function of the outputs, Jᵀ by the outputs' pullback."""
+        def outputs(t):
+            return self._outputs(t, chunk.inputs)
+
+        out, pullback = vjp(outputs, theta)
+        _, loss_hvp = vjp(grad(lambda o: self.loss_fn(o, chunk.targets)), out)
+
+        def one(v):
+            return pullback(loss_hvp(jvp(outputs, (theta,), (v,))[1])[0])[0]
+        if vectors.shape[0] == 1:
+            return one(vectors[0]).unsqueeze(0)
+        return vmap(one)(vectors)
+
     def _chunk_hvp(self, theta: Tensor, chunk: _Chunk, vectors: Tensor) -> Tensor:
         grad_fn = grad(self._chunk_loss)
         args = (chunk.inputs, chunk.targets)
@@ -314,7 +336,7 @@ class Objective:
             return one(vectors) if vectors.ndim == 1 else vmap(one)(vectors)
         batch = vectors if vectors.ndim == 2 else vectors.unsqueeze(0)
         try:
-            out = self._hvp_sum(theta, batch)
+            out = self._curvature_sum(self._chunk_hvp, theta, batch)
         except RuntimeError as exc:  # torch's forward-mode formula of mse_loss (torch 2.13)
             if self.hvp_mode != "fwd-rev" or "ZeroTensors are immutable" not in str(exc):
                 raise
@@ -322,23 +344,50 @@ class Objective:
                           "version (e.g. nn.functional.mse_loss); using hvp_mode='rev-rev'",
                           RuntimeWarning, stacklevel=2)
             self.hvp_mode = "rev-rev"
-            out = self._hvp_sum(theta, batch)
+            out = self._curvature_sum(self._chunk_hvp, theta, batch)
         _check_finite(out, "Hessian-vector product")
         return out if vectors.ndim == 2 else out.squeeze(0)
 
-    def _hvp_sum(self, theta: Tensor, batch: Tensor) -> Tensor:
+    def ggn_vp(self, theta: Tensor, vectors: Tensor) -> Tensor:
+        """GGN-vector products G(θ)·v (see the module docs) for ``vectors`` ``[n]`` or ``[k, n]``.
+
+        Per data chunk: one forward pass for the outputs and their pullback, then for all k
+        vectors at once (vmapped) a Jacobian-vector product through the model, the loss's Hessian
+        in the outputs and the pullback; weighted by chunk size, plus ``l2 · v``. The output has
+        the input's shape. Not differentiable (refused under ``torch.func`` transforms).
+        """
+        theta = self.check_theta(theta)
+        vectors = self._check_vectors(vectors)
+        for value in (theta, vectors):
+            _refuse_transform(value, "ggn_vp", "torch.func.jvp / vjp of the model outputs")
+        batch = vectors if vectors.ndim == 2 else vectors.unsqueeze(0)
+        out = self._curvature_sum(self._chunk_ggn_vp, theta, batch)
+        _check_finite(out, "GGN-vector product")
+        return out if vectors.ndim == 2 else out.squeeze(0)
+
+    def _curvature_sum(self, chunk_product, theta: Tensor, batch: Tensor) -> Tensor:
+        """``l2 · V + Σ_b (N_b / N) · chunk_product(θ, chunk_b, V)`` for ``V [k, n]``."""
         out = self.l2 * batch
         for c in self._chunks:
-            out = out + c.weight * self._chunk_hvp(theta, c, batch)
+            out = out + c.weight * chunk_product(theta, c, batch)
         return out.detach()
+
+    def _operator(self, product, theta: Tensor) -> SymmetricOperator:
+        theta = self.check_theta(theta).clone()
+        return SymmetricOperator(lambda V: product(theta, V), self.num_params, dtype=self.dtype,
+                                 device=self.device)
 
     def hessian_op(self, theta: Tensor) -> SymmetricOperator:
         """H(θ) as a ``SymmetricOperator``: its ``matmat`` is the batched ``hvp`` at (a copy of)
         θ, its ``n_matvecs`` counts the HVPs; ``op.dense()`` builds the matrix as ``hessian``
         does (without the memory check)."""
-        theta = self.check_theta(theta).clone()
-        return SymmetricOperator(lambda V: self.hvp(theta, V), self.num_params, dtype=self.dtype,
-                                 device=self.device)
+        return self._operator(self.hvp, theta)
+
+    def ggn_op(self, theta: Tensor) -> SymmetricOperator:
+        """G(θ) as a ``SymmetricOperator`` over ``ggn_vp`` at (a copy of) θ, like
+        ``hessian_op``; ``op.dense()`` builds the matrix as ``ggn`` does (without the memory
+        check)."""
+        return self._operator(self.ggn_vp, theta)
 
     def hessian(self, theta: Tensor, *, block_size: int | None = None) -> Tensor:
         """Dense Hessian ``[n, n]`` built from blocks of ``block_size`` identity columns.
@@ -353,6 +402,14 @@ class Objective:
         check_dense_fits(self.num_params, self.dtype, self.device, copies=1.25,
                          what="A dense Hessian")
         return self.hessian_op(theta).dense(block_size)
+
+    def ggn(self, theta: Tensor, *, block_size: int | None = None) -> Tensor:
+        """Dense GGN ``[n, n]``, built and memory-checked as ``hessian`` is (n GGN-vector
+        products in blocks of ``block_size``; symmetrised)."""
+        theta = self.check_theta(theta)
+        check_dense_fits(self.num_params, self.dtype, self.device, copies=1.25,
+                         what="A dense GGN")
+        return self.ggn_op(theta).dense(block_size)
 
     def outputs(self, theta: Tensor) -> list[Tensor]:
         """Model outputs per chunk at θ (no gradient), in data order."""

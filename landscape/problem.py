@@ -1,8 +1,8 @@
 """From a checkpoint (or a model spec and a dataset) to the Objective the analysis passes use.
 
 Owns the choice of loss for a model (cross-entropy for classifiers, ½‖x − x̂‖² for autoencoders) and
-of the fixed evaluation set (the first ``n_samples`` of the training split). Imports nothing from
-storage, tracking or plotting.
+of the fixed evaluation set (the first ``n_samples`` of the training split, or of the test
+split for generalization). Imports nothing from storage, tracking or plotting.
 """
 
 from __future__ import annotations
@@ -63,13 +63,15 @@ class Problem:
 
 def problem_from_checkpoint(path, *, n_samples: int | None = None, l2: float = 0.0,
                             device: str = "cpu", dtype: torch.dtype = torch.float64,
-                            chunk_size: int | None = None, model_spec=None) -> Problem:
-    """Load ``path`` and build the float64 full-batch Objective on its training data."""
+                            chunk_size: int | None = None, model_spec=None,
+                            split: str = "train") -> Problem:
+    """Load ``path`` and build the float64 full-batch Objective on its training data (``split``
+    ``"test"``: on its test data; ``n_samples`` then takes the first N test samples)."""
     ckpt = load_checkpoint(path, model_spec=model_spec)
     if ckpt.data_spec is None:
         raise ValueError(f"{path}: the checkpoint names no dataset; pass one explicitly")
     dataset = load_dataset(ckpt.data_spec)
-    data = evaluation_data(dataset, ckpt.model_spec, n_samples=n_samples)
+    data = evaluation_data(dataset, ckpt.model_spec, split=split, n_samples=n_samples)
     obj = Objective(ckpt.model(), loss_for(ckpt.model_spec), data, dtype=dtype, device=device,
                     chunk_size=chunk_size, l2=l2)
     return Problem(obj, ckpt.model_spec, ckpt.data_spec, ckpt, obj.num_samples)

@@ -1,8 +1,11 @@
 """Training loop that writes checkpoints, deterministic under a seed.
 
 Owns the checkpoint schedule (log-spaced early steps, every ``checkpoint_every`` epochs and the
-final step), minibatch order (a seeded ``torch.Generator``), and the metrics saved with each
-checkpoint (full train/test loss and error, model in eval mode). Optimizers come from
+final step), the stopping rule (``epochs``, or earlier at the end of the first epoch whose full
+training loss is at most ``target_train_loss``: a common criterion for comparing optimizers, as
+Jiang et al. 2020 train every model to a cross-entropy target), minibatch order (a seeded
+``torch.Generator``), and the metrics saved with each checkpoint (full train/test loss and error,
+model in eval mode). Optimizers come from
 ``landscape.optim``; MLflow logging is optional and goes through a callback so this module does not
 import tracking.
 """
@@ -29,7 +32,9 @@ MetricsCallback = Callable[[dict[str, float], int], None]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What to train. ``batch_size=None`` means full batch; ``hparams`` go to the optimizer."""
+    """What to train. ``batch_size=None`` means full batch; ``hparams`` go to the optimizer;
+    ``target_train_loss``: stop at the end of the first epoch whose full training loss (model in
+    eval mode) is at most this (``epochs`` is then the cap)."""
 
     dataset: str | dict = "digits"
     model: str | dict = "mlp:32:tanh"
@@ -41,6 +46,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     early_checkpoints: int = 4
     n_train: int | None = None
+    target_train_loss: float | None = None
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -49,6 +55,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be positive; got {self.batch_size}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be at least 1; got {self.checkpoint_every}")
+        if self.target_train_loss is not None and not self.target_train_loss > 0:
+            raise ValueError(f"target_train_loss must be positive; got {self.target_train_loss}")
 
 
 def checkpoint_steps(steps_per_epoch: int, epochs: int, every: int, early: int) -> set[int]:
@@ -84,7 +92,8 @@ def evaluate(model: nn.Module, loss_fn, x: Tensor, y: Tensor, chunk: int = 4096)
 
 def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True,
           on_metrics: MetricsCallback | None = None) -> list[Path]:
-    """Train per ``config`` and write checkpoints into ``out_dir``; returns their paths by step."""
+    """Train per ``config`` and write checkpoints into ``out_dir``; returns their paths by step
+    (the last one is where training stopped: after ``epochs``, or at the target loss)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data_spec = DataSpec.from_dict({"name": config.dataset} if isinstance(config.dataset, str)
@@ -136,6 +145,11 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True,
                     f"hparams {config.hparams}); lower the learning rate")
             if step in save_at:
                 save(epoch)
+        if config.target_train_loss is not None and (
+                evaluate(model, loss_fn, x, y)["loss"] <= config.target_train_loss):
+            if step not in save_at:
+                save(epoch)
+            break
     bar.close()
     return paths
 

@@ -32,6 +32,16 @@ def architecture(request) -> tuple[str, nn.Module]:
     return request.param, ARCHITECTURES[request.param]()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny models (thread start-up dominates their backward
+    passes on a loaded machine); use with ``pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def data() -> tuple[torch.Tensor, torch.Tensor]:
     """40 samples of 1×4×4 inputs with 3 classes."""

@@ -59,7 +59,7 @@ def test_train_digits_mlp_with_every_optimizer(tmp_path, optimizer):
 
 
 def test_train_help_names_every_optimizer():
-    result = runner.invoke(app, ["train", "--help"], terminal_width=400)
+    result = runner.invoke(app, ["train", "--help"], terminal_width=400, env={"COLUMNS": "400"})
     flat = " ".join(result.output.split())
     assert all(name in flat for name in OPTIMIZERS)
 

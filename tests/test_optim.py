@@ -31,16 +31,12 @@ from tests.toys import saddle, toy_objective
 STOCHASTIC = ("perturbed-sgd", "sgld", "entropy-sgd")
 MODULES = ("landscape.optim", "landscape.optim.base", "landscape.optim.dauphin2014sfn",
            "landscape.optim.damped_newton", "landscape.optim.ge2015perturbed_sgd",
-           "landscape.optim.welling2011sgld", "landscape.optim.chaudhari2017entropy_sgd")
+           "landscape.optim.welling2011sgld", "landscape.optim.chaudhari2017entropy_sgd",
+           "landscape.optim.amari1998natural_gradient", "landscape.optim.zhang2015easgd",
+           "landscape.optim.foret2021sam")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: thread start-up dominates backward passes on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_problem():
@@ -87,7 +83,8 @@ def trajectory(name, steps, seed=0, **hparams) -> list[torch.Tensor]:
 # ---------------------------------------------------------------------------------- registry
 def test_registry_names_help_and_errors():
     expected = {"sgd", "momentum", "adam", "rmsprop", "adagrad", "perturbed-sgd", "sgld",
-                "entropy-sgd", "sfn", "sfn-krylov", "damped-newton"}
+                "entropy-sgd", "sfn", "sfn-krylov", "damped-newton", "natural-gradient",
+                "natural-gradient-cg", "easgd", "sam", "asam"}
     assert set(OPTIMIZERS) == expected and set(OPTIMIZER_HELP) == expected
     assert all(OPTIMIZER_HELP[name] for name in expected)
     with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'.*sfn-krylov"):
@@ -135,7 +132,8 @@ TRAIN_HPARAMS = {  # learning rates suited to 60 full-batch steps on the tiny pr
     "sgd": {"lr": 1.0}, "momentum": {"lr": 0.2}, "adam": {"lr": 0.03},
     "rmsprop": {"lr": 0.01}, "adagrad": {"lr": 0.2}, "perturbed-sgd": {"lr": 1.0},
     "sgld": {"lr": 1.0}, "entropy-sgd": {"inner_steps": 5, "inner_lr": 0.5},
-    "sfn": {}, "sfn-krylov": {}, "damped-newton": {},
+    "sfn": {}, "sfn-krylov": {}, "damped-newton": {}, "natural-gradient": {},
+    "natural-gradient-cg": {}, "easgd": {"lr": 1.0}, "sam": {"lr": 1.0}, "asam": {"lr": 1.0},
 }
 
 

@@ -132,10 +132,22 @@ def test_training_curves(tmp_path):
     loss_ax, error_ax = fig.axes
     assert loss_ax.get_yscale() == "log" and error_ax.get_yscale() == "linear"
     assert len([line for line in loss_ax.get_lines() if len(line.get_xdata()) == 10]) == 4
-    assert {"sgd", "entropy-sgd", "train", "test"} <= set(legend_texts(loss_ax))
+    assert {"sgd", "entropy-sgd", "train", "test"} <= set(legend_texts(error_ax))
+    assert loss_ax.get_legend() is None  # one legend, by the last panel
     fig.savefig(tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1024
     assert len(training_curves(df.drop(columns=["train_error", "test_error"])).axes) == 1
+
+
+def test_training_curves_of_many_runs_are_coloured_by_optimizer():
+    steps = np.arange(1, 6)
+    df = pd.concat([pd.DataFrame({"run": f"{opt}-seed{seed}", "optimizer": opt, "step": steps,
+                                  "train_loss": (seed + 1) / steps, "test_loss": 2 / steps})
+                    for opt in ("sgd", "adam", "sam") for seed in range(4)])
+    (ax,) = training_curves(df).axes
+    assert {"sgd", "adam", "sam"} <= set(legend_texts(ax))
+    assert not any(text.endswith("seed0") for text in legend_texts(ax))
+    assert len([line for line in ax.get_lines() if len(line.get_xdata()) == 5]) == 12 * 2
 
 
 def test_status_counts(tmp_path):

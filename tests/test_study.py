@@ -21,7 +21,7 @@ from landscape.passes.critical import COLUMNS as CRITICAL_COLUMNS
 from landscape.problem import problem_from_checkpoint
 from landscape.store import Store, open_store
 from landscape.study import StudyError, load_study, run_study
-from landscape.study.plan import select_checkpoints
+from landscape.study.plan import select_checkpoints, training_tasks
 
 
 def tiny_study(tmp_path: Path, **changes) -> dict:
@@ -102,7 +102,8 @@ def test_overrides_and_quick(tmp_path):
 def test_shipped_studies_validate():
     root = Path(__file__).resolve().parents[1] / "studies"
     files = sorted(root.glob("*.yaml"))
-    assert {f.name for f in files} >= {"dauphin2014.yaml", "dauphin2014_mnist.yaml"}
+    assert {f.name for f in files} >= {"dauphin2014.yaml", "dauphin2014_mnist.yaml",
+                                       "keskar_sharp_flat.yaml", "optimizers.yaml"}
     for f in files:
         assert load_study(f).name
         assert load_study(f, quick=True).name
@@ -302,9 +303,10 @@ def _complete_items(store_path: Path) -> dict[str, str]:
 
 # --- the shipped Dauphin et al. study ----------------------------------------------------------
 
-def run_shipped(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    """``landscape study run studies/dauphin2014.yaml`` as a user runs it, output in tmp_path."""
-    study = Path(__file__).resolve().parents[1] / "studies" / "dauphin2014.yaml"
+def run_shipped(tmp_path: Path, *extra: str, name: str = "dauphin2014"
+                ) -> subprocess.CompletedProcess:
+    """``landscape study run studies/<name>.yaml`` as a user runs it, output in tmp_path."""
+    study = Path(__file__).resolve().parents[1] / "studies" / f"{name}.yaml"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.run([sys.executable, "-m", "landscape.cli", "study", "run", str(study),
                            "--no-progress", "--set", f"output={tmp_path / 'out'}", *extra],
@@ -337,3 +339,38 @@ def test_dauphin2014_epsilon_alpha_claim(tmp_path):
     from scipy.stats import spearmanr
     assert spearmanr(critical["index"], critical["loss"]).statistic >= 0.7
     assert spearmanr(critical["index"], critical["error"]).statistic >= 0.7
+
+
+@pytest.mark.slow
+def test_keskar_study_large_batch_is_sharper_by_curvature(tmp_path):
+    """The README's Keskar claim: the large-batch solution has the larger Hessian trace in most
+    seeds, and the report prints the per-measure comparison and the τ table."""
+    done = run_shipped(tmp_path, name="keskar_sharp_flat")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sharp vs flat over 3 interpolation pairs" in done.stdout
+    assert "Kendall τ of each measure against gap_error over 6 models" in done.stdout
+    from landscape.study.comparisons import sharpness_by_pair
+    pairs = sharpness_by_pair(open_store(tmp_path / "out" / "store.zarr", mode="r"))
+    assert pairs[pairs["measure"] == "trace"]["b_sharper"].sum() >= 2
+
+
+@pytest.mark.slow
+def test_optimizers_study_curvature_predicts_the_gap(tmp_path):
+    """The README's optimizers claim: over 30 models the Hessian trace's τ against the error gap
+    is positive with an interval above 0; the table names every measure."""
+    done = run_shipped(tmp_path, name="optimizers")
+    assert done.returncode == 0, done.stderr[-3000:]
+    from landscape.study.comparisons import kendall_result
+    table, attrs = kendall_result(open_store(tmp_path / "out" / "store.zarr", mode="r"))
+    assert attrs["n_models"] == 30 and len(table) == 11
+    trace = table.set_index("measure").loc["trace"]
+    assert trace["tau"] > 0.2 and trace["low"] > 0
+
+
+def test_an_optimizer_can_have_its_own_batch_sizes(tmp_path):
+    study = tiny_study(tmp_path, **{"training.batch_sizes": [20]})
+    study["training"]["optimizers"].append({"name": "sfn-krylov", "batch_sizes": [None, 40]})
+    tasks = {t.run: t.config.batch_size for t in training_tasks(load_study(write(tmp_path,
+                                                                                  study)))}
+    assert tasks == {"sgd-seed0-batch20": 20, "sfn-krylov-seed0": None,
+                     "sfn-krylov-seed0-batch40": 40}

@@ -3,10 +3,11 @@
 Owns the registry (``OPTIMIZERS``, ``OPTIMIZER_HELP``, ``make_optimizer``) and the uniform
 training step ``train_step``. One algorithm per module, named after its source:
 ``ge2015perturbed_sgd`` (noisy SGD), ``welling2011sgld`` (SGLD), ``chaudhari2017entropy_sgd``
-(Entropy-SGD), ``dauphin2014sfn`` (saddle-free Newton, exact and Krylov), ``damped_newton``
-(the Newton baseline); ``base`` holds the protocol's plumbing. The first-order baselines are
-torch's own. Imports the numerics (``Objective``, Lanczos) and nothing from storage, tracking or
-plotting.
+(Entropy-SGD), ``zhang2015easgd`` (elastic averaging SGD), ``foret2021sam`` (SAM and ASAM),
+``dauphin2014sfn`` (saddle-free Newton, exact and Krylov), ``damped_newton`` (the Newton
+baseline), ``amari1998natural_gradient`` (natural gradient with the GGN as Fisher, exact and CG);
+``base`` holds the protocol's plumbing. The first-order baselines are torch's own. Imports the
+numerics (``Objective``, Lanczos) and nothing from storage, tracking or plotting.
 
 The step protocol
 -----------------
@@ -16,32 +17,42 @@ A training loop calls, for every registry optimizer alike::
 
 which is ``optimizer.zero_grad(); optimizer.step(BatchClosure(model, loss_fn, inputs, targets))``.
 ``BatchClosure()`` clears the gradients, recomputes the minibatch loss and back-propagates
-(first-order optimizers call it once, Entropy-SGD L times); its ``model`` / ``loss_fn`` /
-``batch`` attributes let the second-order optimizers (``sfn``, ``sfn-krylov``,
-``damped-newton``) build an ``Objective`` on the minibatch (float64, model copy in ``eval()``
-mode), step on the flat θ and write θ back into the parameters in place. Those accept an
+(first-order optimizers call it once, SAM / ASAM twice, Entropy-SGD L times); its ``model`` /
+``loss_fn`` / ``batch`` attributes let EASGD split the minibatch among its workers and the
+second-order optimizers (``sfn``, ``sfn-krylov``, ``damped-newton``, ``natural-gradient``,
+``natural-gradient-cg``) build an ``Objective`` on the minibatch (float64, model copy in
+``eval()`` mode), step on the flat θ and write θ back into the parameters in place. Those accept an
 ``objective_factory(batch) -> Objective`` instead, e.g. to step on the full training set or to add
 an L2 term. Every optimizer in the registry therefore needs the parameters in
 ``model.parameters()`` order (``make_optimizer(name, model.parameters())``).
 
 Defaults (override any through ``**hparams``):
 
-=============  ========================  ==================================================
-name           class                     defaults
-=============  ========================  ==================================================
-sgd            torch.optim.SGD           lr 0.1, momentum 0
-momentum       torch.optim.SGD           lr 0.05, momentum 0.9
-adam           torch.optim.Adam          lr 1e-3 (torch's betas and eps)
-rmsprop        torch.optim.RMSprop       lr 1e-3
-adagrad        torch.optim.Adagrad       lr 1e-2
-perturbed-sgd  PerturbedSGD              lr 0.1, noise radius 0.1
-sgld           SGLD                      lr 0.1, temperature 1e-4
-entropy-sgd    EntropySGD                lr 1/gamma0, gamma0 1e-4, gamma1 1e-3, L 20,
-                                         inner_lr 0.1, noise ε 1e-4, alpha 0.75
-sfn            SaddleFreeNewton          lr 1, dampings ``DEFAULT_DAMPINGS``, mode exact
-sfn-krylov     SaddleFreeNewton          lr 1, dampings ``DEFAULT_DAMPINGS``, krylov_dim 20
-damped-newton  DampedNewton              lr 1, dampings ``DEFAULT_DAMPINGS``
-=============  ========================  ==================================================
+===================  ========================  ============================================
+name                 class                     defaults
+===================  ========================  ============================================
+sgd                  torch.optim.SGD           lr 0.1, momentum 0
+momentum             torch.optim.SGD           lr 0.05, momentum 0.9
+adam                 torch.optim.Adam          lr 1e-3 (torch's betas and eps)
+rmsprop              torch.optim.RMSprop       lr 1e-3
+adagrad              torch.optim.Adagrad       lr 1e-2
+perturbed-sgd        PerturbedSGD              lr 0.1, noise radius 0.1
+sgld                 SGLD                      lr 0.1, temperature 1e-4
+entropy-sgd          EntropySGD                lr 1/gamma0, gamma0 1e-4, gamma1 1e-3, L 20,
+                                               inner_lr 0.1, noise ε 1e-4, alpha 0.75
+easgd                EASGD                     lr 0.1, workers 4, rho 0.9/(workers·lr)
+                                               (β = 0.9; rho 2.25 at these defaults)
+sam                  SAM                       lr 0.1, rho 0.05, momentum 0
+asam                 SAM                       lr 0.1, rho 0.5, eta 0.01, momentum 0,
+                                               adaptive
+sfn                  SaddleFreeNewton          lr 1, dampings ``DEFAULT_DAMPINGS``, mode exact
+sfn-krylov           SaddleFreeNewton          lr 1, dampings ``DEFAULT_DAMPINGS``,
+                                               krylov_dim 20
+damped-newton        DampedNewton              lr 1, dampings ``DEFAULT_DAMPINGS``
+natural-gradient     NaturalGradient           lr 1, dampings ``DEFAULT_DAMPINGS``, mode exact
+natural-gradient-cg  NaturalGradient           lr 1, dampings ``DEFAULT_DAMPINGS``, mode cg,
+                                               cg_iterations 20
+===================  ========================  ============================================
 
 The second-order optimizers share one damping grid, tried at every step (lowest loss wins):
 
@@ -65,6 +76,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from landscape.optim.amari1998natural_gradient import NaturalGradient, natural_gradient_step
 from landscape.optim.base import (
     DEFAULT_DAMPINGS,
     BatchClosure,
@@ -75,23 +87,29 @@ from landscape.optim.base import (
 from landscape.optim.chaudhari2017entropy_sgd import EntropySGD
 from landscape.optim.damped_newton import DampedNewton, damped_newton_step
 from landscape.optim.dauphin2014sfn import SaddleFreeNewton, saddle_free_newton_step
+from landscape.optim.foret2021sam import SAM
 from landscape.optim.ge2015perturbed_sgd import PerturbedSGD
 from landscape.optim.welling2011sgld import SGLD
+from landscape.optim.zhang2015easgd import EASGD
 
 __all__ = [
     "DEFAULT_DAMPINGS",
+    "EASGD",
     "OPTIMIZERS",
     "OPTIMIZER_HELP",
+    "SAM",
     "SGLD",
     "BatchClosure",
     "DampedNewton",
     "EntropySGD",
+    "NaturalGradient",
     "NewtonStep",
     "OptimizerSpec",
     "PerturbedSGD",
     "SaddleFreeNewton",
     "damped_newton_step",
     "make_optimizer",
+    "natural_gradient_step",
     "saddle_free_newton_step",
     "train_step",
 ]
@@ -130,6 +148,16 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
                      "noise": 1e-4, "alpha": 0.75},
         "Entropy-SGD, Chaudhari et al. 2017 (L 20 inner steps at 0.1, gamma 1e-4·1.001^t, "
         "lr 1/gamma0)", seeded=True),
+    "easgd": OptimizerSpec(
+        EASGD, {"lr": 0.1, "workers": 4},
+        "elastic averaging SGD, Zhang et al. 2015, 4 vectorised workers on minibatch shards, "
+        "the model is the centre (lr 0.1, beta 0.9)"),
+    "sam": OptimizerSpec(
+        SAM, {"lr": 0.1, "rho": 0.05},
+        "sharpness-aware minimisation, Foret et al. 2021 (lr 0.1, rho 0.05)"),
+    "asam": OptimizerSpec(
+        SAM, {"lr": 0.1, "rho": 0.5, "adaptive": True, "eta": 0.01},
+        "adaptive SAM, Kwon et al. 2021, ball scaled by |w| + eta (lr 0.1, rho 0.5, eta 0.01)"),
     "sfn": OptimizerSpec(
         SaddleFreeNewton, {"lr": 1.0, "mode": "exact"},
         "saddle-free Newton -|H|^-1 g, Dauphin et al. 2014, dense Hessian (damping grid "
@@ -141,6 +169,14 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
     "damped-newton": OptimizerSpec(
         DampedNewton, {"lr": 1.0},
         "damped Newton -(H + mI)^-1 g, dense, attracted to saddles (damping grid "
+        f"{grid_label(DEFAULT_DAMPINGS)})", seeded=True, second_order=True),
+    "natural-gradient": OptimizerSpec(
+        NaturalGradient, {"lr": 1.0, "mode": "exact"},
+        "natural gradient -(F + mI)^-1 g, Amari 1998, dense GGN as Fisher (damping grid "
+        f"{grid_label(DEFAULT_DAMPINGS)})", seeded=True, second_order=True),
+    "natural-gradient-cg": OptimizerSpec(
+        NaturalGradient, {"lr": 1.0, "mode": "cg", "cg_iterations": 20},
+        "natural gradient by 20 conjugate-gradient steps on GGN-vector products (damping grid "
         f"{grid_label(DEFAULT_DAMPINGS)})", seeded=True, second_order=True),
 }
 OPTIMIZER_HELP: dict[str, str] = {name: spec.help for name, spec in OPTIMIZERS.items()}

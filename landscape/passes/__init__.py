@@ -6,7 +6,7 @@ store need no edit (``passes.base`` says what a spec holds). Pass modules import
 never the store, tracking or plotting.
 """
 
-from landscape.passes import critical, entropy, flatness, metrics, spectrum
+from landscape.passes import critical, entropy, flatness, generalization, metrics, spectrum, surface
 from landscape.passes.base import (
     SCOPES,
     CheckpointChoice,
@@ -21,7 +21,8 @@ from landscape.passes.base import (
 )
 
 PASSES: dict[str, PassSpec] = {spec.name: spec for spec in (
-    metrics.SPEC, spectrum.SPEC, critical.SPEC, flatness.SPEC, entropy.SPEC)}
+    metrics.SPEC, spectrum.SPEC, critical.SPEC, flatness.SPEC, entropy.SPEC, surface.SLICE,
+    surface.TRAJECTORY, surface.INTERPOLATION, generalization.SPEC)}
 
 __all__ = ["PASSES", "SCOPES", "CheckpointChoice", "Item", "PassConfig", "PassSpec",
            "ProblemConfig", "Record", "Scope", "Target", "options_of"]

@@ -67,12 +67,15 @@ class Target:
 
     ``scope == "checkpoint"``: ``run`` and ``checkpoint`` (the file) are set; ``"run"``: ``run``
     and ``runs = {run: its checkpoint files}``; ``"study"``: ``runs`` holds every run.
+    ``frame``: for a pass that ``reads`` stored results, the store's frame the executing task
+    read before ``load`` (None otherwise).
     """
 
     scope: Scope
     run: str | None = None
     checkpoint: Path | None = None
     runs: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
+    frame: pd.DataFrame | None = None
 
     @property
     def label(self) -> str:
@@ -123,6 +126,10 @@ class PassSpec:
         columns: attributes that come first in ``Store.results_frame`` of this pass.
         implicit: run on every checkpoint with the default config, not named in study files.
         needs_device: whether ``load`` builds on a device (GPUs are requested for it on Ray).
+        reads: the name of a ``Store`` method returning a frame of other passes' results (e.g.
+            ``"measures"``) that the task hands ``load`` as ``target.frame``. Such a pass
+            derives its results from others, so it is recomputed at every invocation (its
+            stored result is replaced) instead of being skipped when complete.
     """
 
     name: str
@@ -135,6 +142,7 @@ class PassSpec:
     columns: tuple[str, ...] = ("run", "checkpoint", "item")
     implicit: bool = False
     needs_device: bool = True
+    reads: str | None = None
     description: str = ""
 
     def __post_init__(self):

@@ -37,6 +37,7 @@ import yaml
 from pydantic import (
     Field,
     NonNegativeInt,
+    PositiveFloat,
     PositiveInt,
     ValidationError,
     create_model,
@@ -50,7 +51,8 @@ from landscape.optim import OPTIMIZER_HELP
 from landscape.passes import PASSES, PassConfig, PassSpec
 from landscape.passes.base import Strict, one_of
 
-FIGURES = ("epsilon_alpha", "spectra_by_error_band", "training_curves", "status_counts")
+FIGURES = ("epsilon_alpha", "spectra_by_error_band", "training_curves", "status_counts",
+           "interpolation", "slice", "trajectory", "measure_gap", "kendall", "sharp_flat_spectra")
 DEVICE_HELP = "cpu, cuda, cuda:N or auto (CUDA when present, else CPU)"
 
 __all__ = ["DEVICE_HELP", "FIGURES", "Study", "StudyError", "SweepOptimizer", "Tracking",
@@ -64,11 +66,13 @@ class StudyError(ValueError):
 
 class SweepOptimizer(Strict):
     """One optimizer of the sweep: a name from ``landscape.optim`` and its hyperparameters.
-    ``label`` names the runs (default: the optimizer name)."""
+    ``label`` names the runs (default: the optimizer name); ``batch_sizes`` replaces the
+    sweep's for this optimizer (e.g. larger minibatches for the second-order methods)."""
 
     name: str
     hparams: dict[str, Any] = Field(default_factory=dict)
     label: str | None = None
+    batch_sizes: list[PositiveInt | None] | None = Field(default=None, min_length=1)
 
     @field_validator("name")
     @classmethod
@@ -77,7 +81,9 @@ class SweepOptimizer(Strict):
 
 
 class Training(Strict):
-    """The training sweep: one run per optimizer × seed × batch size (``null``: full batch)."""
+    """The training sweep: one run per optimizer × seed × batch size (``null``: full batch);
+    ``target_train_loss``: stop each run at the end of the first epoch whose full training loss
+    is at most this (``epochs`` is then the cap)."""
 
     optimizers: list[SweepOptimizer] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -86,6 +92,7 @@ class Training(Strict):
     checkpoint_every: PositiveInt = 1
     early_checkpoints: NonNegativeInt = 4
     n_train: PositiveInt | None = None
+    target_train_loss: PositiveFloat | None = None
 
 
 class Tracking(Strict):

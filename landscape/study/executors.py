@@ -2,8 +2,9 @@
 that map it over a plan's tasks — ``LocalExecutor`` (in-process, in order) and ``RayExecutor``
 (Ray tasks on a local instance or an existing cluster).
 
-A pass task opens the store, skips its complete items (after the options check), builds the
-pass's problem once on the device it resolves itself, runs and writes each remaining item, and
+A pass task opens the store, skips its complete items (after the options check; a pass that
+``reads`` other results recomputes them all from the frame it reads), builds the pass's problem
+once on the device it resolves itself, runs and writes each remaining item, and
 returns a ``TaskSummary`` (counts and the metrics of its target's rows): the driver logs and
 draws from summaries and the store, never from a task's memory. A task's failure is reported
 in its summary and never stops the others; a task whose dependency failed is not run.
@@ -19,7 +20,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -101,15 +102,20 @@ def _run_pass(task: PassTask, progress: bool) -> TaskSummary:
     store = open_store(task.store)
     options = options_of(task.config)
     keyed = task.keyed_items()
-    todo = [(key, item) for key, item in keyed if not is_done(store, key, options)]
+    target, derived = task.target, task.spec.reads is not None
+    if derived:
+        target = replace(target, frame=getattr(store, task.spec.reads)())
+        todo = keyed
+    else:
+        todo = [(key, item) for key, item in keyed if not is_done(store, key, options)]
     if todo:
-        problem = task.spec.load(task.target, task.config, str(resolve_device(task.device)))
+        problem = task.spec.load(target, task.config, str(resolve_device(task.device)))
         bar = tqdm(todo, desc=task.name, unit="item", leave=False,
                    disable=not progress or len(todo) < 2)
         for key, item in bar:
             record = task.spec.run(problem, item, task.config)
             attrs = {**record.attrs, "invocation": task.invocation, "options": options}
-            store.write_result(key, record.arrays, attrs, record.dims)
+            store.write_result(key, record.arrays, attrs, record.dims, overwrite=derived)
             if "status" in record.attrs:
                 bar.set_postfix(status=record.attrs["status"])
     rows = store.results_frame(task.spec.name, task.spec.columns, keys=[k for k, _ in keyed])

@@ -81,14 +81,15 @@ def select_checkpoints(paths: list[Path], choice: CheckpointChoice) -> list[Path
 
 
 def training_tasks(study: Study) -> list[TrainTask]:
-    """One task per optimizer × seed × batch size, named ``<label>-seed<s>[-batch<b>]``."""
+    """One task per optimizer × seed × batch size (the optimizer's own ``batch_sizes`` if it has
+    them), named ``<label>-seed<s>[-batch<b>]``."""
     if study.training is None:
         return []
     tasks: dict[str, TrainTask] = {}
     t = study.training
     for opt in t.optimizers:
         for seed in t.seeds:
-            for batch in t.batch_sizes:
+            for batch in opt.batch_sizes or t.batch_sizes:
                 run = f"{opt.label or opt.name}-seed{seed}" + (f"-batch{batch}" if batch else "")
                 if run in tasks:
                     raise StudyError(f"study {study.name!r}: two runs would be named {run!r}; "
@@ -97,7 +98,7 @@ def training_tasks(study: Study) -> list[TrainTask]:
                     dataset=study.data, model=study.model, optimizer=opt.name,
                     hparams=dict(opt.hparams), epochs=t.epochs, batch_size=batch, seed=seed,
                     checkpoint_every=t.checkpoint_every, early_checkpoints=t.early_checkpoints,
-                    n_train=t.n_train)
+                    n_train=t.n_train, target_train_loss=t.target_train_loss)
                 tasks[run] = TrainTask(f"train {run}", run, config, study.output / "runs" / run)
     return list(tasks.values())
 
@@ -153,11 +154,18 @@ def analysis_tasks(study: Study, runs: Mapping[str, list[Path]], *, store: Path,
 
 
 def check_options(store: Store, tasks: list[PassTask]) -> None:
-    """Raise ``StudyError`` before anything runs if a complete result of a task was computed with
-    other pass options (``is_done``)."""
+    """Raise ``StudyError`` before anything runs if a task's items cannot be listed (e.g. a pair
+    of run names that matches no runs) or a complete result of a task was computed with other
+    pass options (``is_done``)."""
     for t in tasks:
+        try:
+            keyed = t.keyed_items()
+        except ValueError as exc:
+            raise StudyError(f"passes.{t.spec.name}: {exc}") from None
+        if t.spec.reads is not None:  # recomputed from the stored results at every invocation
+            continue
         options = options_of(t.config)
-        for key, _ in t.keyed_items():
+        for key, _ in keyed:
             is_done(store, key, options)
 
 

@@ -14,11 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from landscape import plots
 from landscape.critical.search import cluster_ids
 from landscape.passes import PASSES, PassSpec
-from landscape.store import Store
+from landscape.passes.generalization import final_measures
+from landscape.store import Store, parse_key
+from landscape.study.comparisons import (
+    kendall_lines,
+    kendall_result,
+    sharpness_by_pair,
+    sharpness_lines,
+)
 from landscape.study.config import Study
 from landscape.tracking import Tracker, ui_command
 
@@ -53,19 +61,31 @@ class StudyOutcome:
     invocation: str
     failures: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    sharpness: pd.DataFrame = field(default_factory=pd.DataFrame)
+    kendall: tuple[pd.DataFrame, dict] | None = None
+    short_of_target: dict[str, float] = field(default_factory=dict)
 
     def report(self) -> str:
-        counts = ", ".join(f"{s} {n}" for s, n in sorted(self.status_counts.items())) or "none"
-        lines = [(f"critical-point searches by status: {counts} "
-                  f"({self.n_distinct_critical} distinct critical points)"),
-                 f"results computed now: {self.computed}, already complete: {self.skipped}"]
-        for name in ("loss", "error"):
-            parts = [_format_rho(*self.rho[f"{name}{suffix}"]) + f" over {what}"
-                     for suffix, what in (("", "critical points"), ("_distinct", "distinct ones"))]
-            lines.append(f"Spearman ρ(ε = {name}, α): " + "; ".join(parts))
+        lines = [f"results computed now: {self.computed}, already complete: {self.skipped}"]
+        if self.status_counts:
+            counts = ", ".join(f"{s} {n}" for s, n in sorted(self.status_counts.items()))
+            lines.append(f"critical-point searches by status: {counts} "
+                         f"({self.n_distinct_critical} distinct critical points)")
+            for name in ("loss", "error"):
+                parts = [_format_rho(*self.rho[f"{name}{suffix}"]) + f" over {what}"
+                         for suffix, what in (("", "critical points"),
+                                              ("_distinct", "distinct ones"))]
+                lines.append(f"Spearman ρ(ε = {name}, α): " + "; ".join(parts))
         if self.n_index_uncertain:
             lines.append(f"left out of ρ and of the isotonic fit: {self.n_index_uncertain} "
                          f"critical points whose index is uncertain (see index_stable)")
+        if self.short_of_target:
+            runs = ", ".join(f"{run} ({loss:.3g})" for run, loss in self.short_of_target.items())
+            lines.append(f"stopped by the epoch cap above the target training loss "
+                         f"({len(self.short_of_target)}): {runs}")
+        lines += sharpness_lines(self.sharpness)
+        if self.kendall is not None:
+            lines += kendall_lines(*self.kendall)
         if self.failures:
             lines.append(f"FAILED tasks ({len(self.failures)}; their results are missing, "
                          f"every other result is stored; run the study again to retry them):")
@@ -106,36 +126,50 @@ def epsilon_alpha_rhos(df: pd.DataFrame) -> tuple[dict[str, tuple[float, float, 
 
 def draw_figures(study: Study, store: Store, folder: Path, tracker: Tracker,
                  log: Log) -> dict[str, Path]:
-    """Draw the study's figures from the store into ``folder`` and log them; returns paths."""
-    df = store.critical_points()
-    metrics = store.results_frame("metrics")
-    critical = df[df["status"] == "critical"]
-    drawers = {
-        "epsilon_alpha": (lambda: plots.epsilon_alpha(df), len(df) > 0),
-        "spectra_by_error_band": (lambda: _spectra_figure(store, critical), len(critical) > 0),
-        "training_curves": (lambda: plots.training_curves(metrics.sort_values(["run", "step"])),
-                            len(metrics) > 0 and "train_loss" in metrics),
-        "status_counts": (lambda: plots.status_counts(df), len(df) > 0),
-    }
+    """Draw the study's figures from the store into ``folder`` and log them; returns paths by
+    figure name (``slice_<run>_<checkpoint>`` and ``trajectory_<run>``: one per result)."""
+    drawers = {"epsilon_alpha": _epsilon_alpha, "spectra_by_error_band": _spectra_by_error_band,
+               "training_curves": _training_curves, "status_counts": _status_counts,
+               "interpolation": _interpolation, "slice": _slices, "trajectory": _trajectories,
+               "measure_gap": _measure_gap, "kendall": _kendall,
+               "sharp_flat_spectra": _sharp_flat_spectra}
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for name in study.figures:
-        draw, possible = drawers[name]
-        if not possible:
-            log(f"figure {name}: nothing to draw yet (no data in the store)")
-            continue
-        fig = draw()
-        if fig is None:
-            log(f"figure {name}: nothing to draw (no full spectra in the store)")
-            continue
-        out[name] = folder / f"{name}.png"
-        fig.savefig(out[name], dpi=120)
-        tracker.log_figure(fig, f"figures/{name}.png")
+        figures = drawers[name](store)
+        if not figures:
+            log(f"figure {name}: nothing to draw (no such results in the store)")
+        for stem, fig in figures.items():
+            out[stem] = folder / f"{stem}.png"
+            fig.savefig(out[stem], dpi=120)
+            tracker.log_figure(fig, f"figures/{stem}.png")
     return out
 
 
-def _spectra_figure(store: Store, critical: pd.DataFrame):
+Figures = dict[str, Figure]
+
+
+def _epsilon_alpha(store: Store) -> Figures:
+    df = store.critical_points()
+    return {"epsilon_alpha": plots.epsilon_alpha(df)} if len(df) else {}
+
+
+def _status_counts(store: Store) -> Figures:
+    df = store.critical_points()
+    return {"status_counts": plots.status_counts(df)} if len(df) else {}
+
+
+def _training_curves(store: Store) -> Figures:
+    metrics = store.results_frame("metrics")
+    if not len(metrics) or "train_loss" not in metrics:
+        return {}
+    return {"training_curves": plots.training_curves(metrics.sort_values(["run", "step"]))}
+
+
+def _spectra_by_error_band(store: Store) -> Figures:
     """Full spectra only: points analysed by Lanczos (large nets) have none and are left out."""
+    df = store.critical_points()
+    critical = df[df["status"] == "critical"]
     eps_column = "error" if critical["error"].notna().all() else "loss"
     spectra, eps = [], []
     for row, value in zip(critical.itertuples(), critical[eps_column].to_numpy(float),
@@ -144,8 +178,104 @@ def _spectra_figure(store: Store, critical: pd.DataFrame):
         if "eigenvalues" in arrays:
             spectra.append(arrays["eigenvalues"])
             eps.append(value)
-    return plots.spectra_by_error_band(spectra, np.asarray(eps)) if spectra else None
+    if not spectra:
+        return {}
+    return {"spectra_by_error_band": plots.spectra_by_error_band(spectra, np.asarray(eps))}
 
+
+def _split_values(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """``{split: {"loss": …, "error": …}}`` of a surface result's ``<split>_<value>`` arrays."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, values in arrays.items():
+        split, _, value = name.partition("_")
+        if value in ("loss", "error"):
+            out.setdefault(split, {})[value] = values
+    return out
+
+
+def _interpolation(store: Store) -> Figures:
+    rows = []
+    for key in store.iter_results("interpolation"):
+        result = store.read_result(key)
+        for split, values in _split_values(result.arrays).items():
+            rows.append(pd.DataFrame({"pair": parse_key(key)[3], "split": split,
+                                      "alpha": result.arrays["alpha"], "loss": values["loss"],
+                                      "error": values.get("error", np.nan)}))
+    return {"interpolation": plots.interpolation_curves(pd.concat(rows))} if rows else {}
+
+
+def _slices(store: Store) -> Figures:
+    figures = {}
+    for key in store.iter_results("slice"):
+        run, checkpoint, _, _ = parse_key(key)
+        arrays = store.read_result(key).arrays
+        figures[f"slice_{run}_{checkpoint}"] = plots.surface_contour(
+            arrays["x"], arrays["y"], _first_loss(arrays),
+            title=f"{run}, {checkpoint}\nfilter-normalised random plane")
+    return figures
+
+
+def _trajectories(store: Store) -> Figures:
+    figures = {}
+    for key in store.iter_results("trajectory"):
+        run = parse_key(key)[0]
+        arrays = store.read_result(key).arrays
+        figures[f"trajectory_{run}"] = plots.surface_contour(
+            arrays["x"], arrays["y"], _first_loss(arrays), trajectory=arrays["coords"],
+            explained_variance_ratio=arrays["explained_variance_ratio"],
+            title=f"{run}\ntraining trajectory on its PCA plane")
+    return figures
+
+
+def _first_loss(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The training loss of a plane result, else the loss of its first split."""
+    values = _split_values(arrays)
+    return values.get("train", next(iter(values.values())))["loss"]
+
+
+def _measure_gap(store: Store) -> Figures:
+    found = kendall_result(store)
+    gap = found[1]["gap"] if found else "gap_error"
+    models = final_measures(store.measures())
+    if models.empty or models[gap].isna().all():
+        return {}
+    df = models.rename(columns={gap: "gap"})
+    if df["optimizer"].nunique() == 1 and df["batch_size"].nunique(dropna=False) > 1:
+        # one optimizer: colour by batch size instead (Keskar's comparison)
+        df = df.assign(optimizer=[f"{o}, batch {'full' if pd.isna(b) else int(b)}"
+                                  for o, b in zip(df["optimizer"], df["batch_size"],
+                                                  strict=True)])
+    df = df[["measure", "value", "gap", "optimizer"]]
+    return {"measure_gap": plots.measure_gap_scatter(
+        df, taus=found[0] if found else None, gap_label=gap.replace("_", " "))}
+
+
+def _kendall(store: Store) -> Figures:
+    found = kendall_result(store)
+    return {"kendall": plots.kendall_forest(found[0])} if found and len(found[0]) else {}
+
+
+def _sharp_flat_spectra(store: Store) -> Figures:
+    """The dense spectra of the first interpolation pair's two solutions, or else of the final
+    checkpoints with the largest and the smallest top eigenvalue."""
+    finals = {}
+    for key in store.iter_results("spectrum"):
+        run, checkpoint, _, _ = parse_key(key)
+        step = store.result_attrs(Store.key(run, checkpoint, "metrics")).get("step", 0) if (
+            store.is_complete(Store.key(run, checkpoint, "metrics"))) else 0
+        if run not in finals or step >= finals[run][0]:
+            finals[run] = (step, store.read_result(key).arrays["eigenvalues"])
+    pairs = sharpness_by_pair(store).drop_duplicates("pair")
+    pair = next((p for p in pairs.itertuples() if {p.run_a, p.run_b} <= set(finals)), None)
+    if pair is not None:
+        chosen = [pair.run_a, pair.run_b]
+    elif len(finals) >= 2:
+        by_top = sorted(finals, key=lambda run: finals[run][1][-1])
+        chosen = [by_top[0], by_top[-1]]
+    else:
+        return {}
+    spectra = {f"{run} (λmax {finals[run][1][-1]:.3g})": finals[run][1] for run in chosen}
+    return {"sharp_flat_spectra": plots.spectra_overlay(spectra)}
 
 
 def study_metrics(store: Store, registry: Mapping[str, PassSpec] = PASSES) -> dict[str, float]:
