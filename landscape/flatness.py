@@ -104,7 +104,7 @@ SAMPLED_LAWS = ("gaussian", "uniform")
 SCALINGS = ("none", "elementwise", "filter")
 TARGETS = ("loss", "error")
 MEASURE_SCALINGS = ("none", "magnitude", "filter")  # the scaling option of the measures
-TRACE_METHODS = ("auto", "exact", "hutch++", "hutchinson")
+TRACE_METHODS = ("auto", "exact", "hutch++", "hutchinson", "xtrace")
 SPECTRUM_METHODS = ("auto", "dense", "slq")
 MAG_EPS = 1e-3  # Jiang et al.'s ε of the magnitude-aware noise N(0, σ'²θᵢ² + ε²)
 ASAM_ETA = 0.01  # Kwon et al.'s η of T_w = |w| + η
@@ -498,17 +498,17 @@ def _moment(obj: Objective, theta: Tensor, power: int, name: str, method: str,
 def trace(obj: Objective, theta: Tensor, *, method: str = "auto", n_matvecs: int = 99,
           seed: int = 0) -> Measure:
     """tr H. ``"exact"``: the diagonal from n HVPs (stderr None); ``"hutch++"`` /
-    ``"hutchinson"``: ``spectrum.estimate_trace`` with ``n_matvecs`` HVPs and its standard error;
-    ``"auto"``: exact when n ≤ ``n_matvecs``, else Hutch++."""
+    ``"hutchinson"`` / ``"xtrace"``: ``spectrum.estimate_trace`` with ``n_matvecs`` HVPs and its
+    standard error; ``"auto"``: exact when n ≤ ``n_matvecs``, else Hutch++."""
     return _moment(obj, theta, 1, "trace", method, n_matvecs, seed)
 
 
 def frobenius_sq(obj: Objective, theta: Tensor, *, method: str = "auto", n_matvecs: int = 99,
                  seed: int = 0) -> Measure:
-    """``tr H² = ‖H‖_F² = Σ λᵢ²``. ``"exact"``: n HVPs; ``"hutch++"`` / ``"hutchinson"``:
-    ``estimate_trace`` of the operator ``V ↦ H(HV)`` with ``n_matvecs // 2`` of its applications
-    (two HVPs each; a Frobenius-specific estimator, ``‖Hz‖²`` per probe, would halve that);
-    ``"auto"``: exact when n ≤ ``n_matvecs``, else Hutch++."""
+    """``tr H² = ‖H‖_F² = Σ λᵢ²``. ``"exact"``: n HVPs; ``"hutch++"`` / ``"hutchinson"`` /
+    ``"xtrace"``: ``estimate_trace`` of the operator ``V ↦ H(HV)`` with ``n_matvecs // 2`` of its
+    applications (two HVPs each; a Frobenius-specific estimator, ``‖Hz‖²`` per probe, would
+    halve that); ``"auto"``: exact when n ≤ ``n_matvecs``, else Hutch++."""
     return _moment(obj, theta, 2, "frobenius_sq", method, n_matvecs, seed)
 
 
