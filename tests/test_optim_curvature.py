@@ -238,8 +238,16 @@ def test_easgd_defaults_and_refusals():
     opt = make_optimizer("easgd", model.parameters())
     assert opt.defaults["workers"] == 4 and opt.defaults["rho"] == pytest.approx(2.25)
     assert opt.beta == pytest.approx(0.9)
-    with pytest.raises(ValueError, match="at least 4 samples"):
-        train_step(opt, model, nn.functional.cross_entropy, *minibatches(1, 3)[0])
+    # A minibatch smaller than p goes whole to every worker: from the centre, each takes the
+    # same SGD step on it (the centre stays: every pull is zero at the first step).
+    x, y = minibatches(1, 3)[0]
+    expected = [p.detach() - 0.1 * g for p, g in zip(model.parameters(), torch.autograd.grad(
+        nn.functional.cross_entropy(model(x), y), list(model.parameters())), strict=True)]
+    train_step(opt, model, nn.functional.cross_entropy, x, y)
+    for param, after in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(opt.state[param]["workers"],
+                                   after.expand(4, *after.shape), rtol=0, atol=1e-14)
+    opt = make_optimizer("easgd", model.parameters())
     with pytest.raises(TypeError, match="BatchClosure"):
         opt.step(lambda: 0.0)
     bn = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).double()

@@ -22,7 +22,8 @@ Defaults: ``lr`` η = 0.1, ``workers`` p = 4 and ``rho=None``, meaning ρ = β /
 
 Minibatches. ``step(closure)`` needs a ``landscape.optim.BatchClosure``: its minibatch is split
 into p equal consecutive shards, one per worker (the ``B mod p`` trailing samples are left out
-of this step; a minibatch smaller than p is refused). The p gradients are one vmapped
+of this step); a minibatch smaller than p (an epoch's short last one) goes whole to every
+worker. The p gradients are one vmapped
 ``torch.func.grad`` of ``functional_call`` over the workers' parameters (the closure itself is
 not called), with the model in its current mode; under ``vmap`` each worker draws its own
 dropout masks from the global RNG. Models with buffers (BatchNorm running statistics) are
@@ -111,12 +112,14 @@ class EASGD(torch.optim.Optimizer):
         lr, rho, count = group["lr"], group["rho"], group["workers"]
         centre = self._centre(closure.model)
         inputs, targets = closure.batch
-        size = inputs.shape[0] // count
-        if size == 0:
-            raise ValueError(f"EASGD with {count} workers needs a minibatch of at least {count} "
-                             f"samples; got {inputs.shape[0]}")
+        n = inputs.shape[0]
+        if n == 0:
+            raise ValueError("EASGD got an empty minibatch")
 
         def shards(t: Tensor) -> Tensor:
+            if n < count:  # a short last minibatch of an epoch: every worker takes all of it
+                return t.expand(count, *t.shape)
+            size = n // count
             return t[:size * count].reshape(count, size, *t.shape[1:])
 
         def shard_loss(theta: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
