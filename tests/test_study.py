@@ -349,8 +349,8 @@ def test_keskar_study_large_batch_is_sharper_by_curvature(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sharp vs flat over 3 interpolation pairs" in done.stdout
     assert "Kendall τ of each measure against gap_error over 6 models" in done.stdout
-    from landscape.study.comparisons import sharpness_by_pair
-    pairs = sharpness_by_pair(open_store(tmp_path / "out" / "store.zarr", mode="r"))
+    from landscape.study.comparisons import StudyFrames
+    pairs = StudyFrames(open_store(tmp_path / "out" / "store.zarr", mode="r")).sharpness
     assert pairs[pairs["measure"] == "trace"]["b_sharper"].sum() >= 2
 
 

@@ -12,12 +12,14 @@
 
 ``short_of_target`` lists the runs whose last checkpoint is above the sweep's training-loss
 target (stopped by the epoch cap: not comparable). ``sharpness_lines`` and ``kendall_lines`` turn
-the tables into the report's text. Reads the store only.
+the tables into the report's text. ``StudyFrames`` reads each frame the report needs from the
+store once, for the figures and the headline numbers alike. Reads the store only.
 """
 
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -26,7 +28,7 @@ from landscape.passes.generalization import final_measures
 from landscape.rank_correlation import COLUMNS
 from landscape.store import Store
 
-__all__ = ["FLATTER_WHEN_LARGER", "kendall_lines", "kendall_result", "sharper",
+__all__ = ["FLATTER_WHEN_LARGER", "StudyFrames", "kendall_lines", "kendall_result", "sharper",
            "sharpness_by_pair", "sharpness_lines", "short_of_target"]
 
 # Name prefixes of the measures whose value grows as the minimum gets flatter.
@@ -46,15 +48,15 @@ def sharper(measure: str, value_b: float, value_a: float) -> bool:
     return value_b > value_a
 
 
-def sharpness_by_pair(store: Store) -> pd.DataFrame:
-    """One row per (interpolation pair, measure both runs have): ``PAIR_COLUMNS``; empty when
-    the store has no interpolation results."""
-    pairs = store.results_frame("interpolation", ("item", "run_a", "run_b", "checkpoint_a",
-                                                  "checkpoint_b"))
+def sharpness_by_pair(pairs: pd.DataFrame, metrics: pd.DataFrame,
+                      models: pd.DataFrame) -> pd.DataFrame:
+    """One row per (interpolation pair, measure both runs have): ``PAIR_COLUMNS``, from the
+    ``interpolation`` results' rows ``pairs`` (``StudyFrames.pairs``), the ``metrics`` rows and
+    the runs' ``final_measures``; empty when there are no pairs."""
     if pairs.empty:
         return pd.DataFrame(columns=list(PAIR_COLUMNS))
-    metrics = store.results_frame("metrics").set_index(["run", "checkpoint"])
-    measures = final_measures(store.measures()).set_index(["run", "measure"])["value"]
+    metrics = metrics.set_index(["run", "checkpoint"])
+    measures = models.set_index(["run", "measure"])["value"]
     rows = []
     for pair in pairs.itertuples():
         errors = [metrics["test_error"].get((run, checkpoint), math.nan)
@@ -93,10 +95,9 @@ def sharpness_lines(frame: pd.DataFrame) -> list[str]:
     return lines
 
 
-def short_of_target(store: Store, target: float | None) -> dict[str, float]:
-    """Run → final training loss, for the runs whose last checkpoint (by step) is above
-    ``target`` (empty when there is no target)."""
-    metrics = store.results_frame("metrics")
+def short_of_target(metrics: pd.DataFrame, target: float | None) -> dict[str, float]:
+    """Run → final training loss, for the runs whose last checkpoint (by step) in the
+    ``metrics`` rows is above ``target`` (empty when there is no target)."""
     if target is None or metrics.empty or "train_loss" not in metrics:
         return {}
     last = metrics.sort_values(["run", "step"]).drop_duplicates("run", keep="last")
@@ -136,3 +137,36 @@ def kendall_lines(table: pd.DataFrame, attrs: dict) -> list[str]:
                      f"{row.high:+.2f}]  p = {row.p_value:.2g}  within {row.tau_within:+.2f}  "
                      f"n = {row.n}  ({verdict})")
     return lines
+
+
+class StudyFrames:
+    """The store's frames that the report reads, each read on first use and then kept: the
+    figures and the headline numbers share one read of each."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    @cached_property
+    def critical_points(self) -> pd.DataFrame:
+        return self.store.critical_points()
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        return self.store.results_frame("metrics")
+
+    @cached_property
+    def final_measures(self) -> pd.DataFrame:
+        return final_measures(self.store.measures())
+
+    @cached_property
+    def pairs(self) -> pd.DataFrame:
+        return self.store.results_frame("interpolation", ("item", "run_a", "run_b",
+                                                          "checkpoint_a", "checkpoint_b"))
+
+    @cached_property
+    def sharpness(self) -> pd.DataFrame:
+        return sharpness_by_pair(self.pairs, self.metrics, self.final_measures)
+
+    @cached_property
+    def kendall(self) -> tuple[pd.DataFrame, dict] | None:
+        return kendall_result(self.store)

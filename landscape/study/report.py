@@ -19,14 +19,8 @@ from matplotlib.figure import Figure
 from landscape import plots
 from landscape.critical.search import cluster_ids
 from landscape.passes import PASSES, PassSpec
-from landscape.passes.generalization import final_measures
 from landscape.store import Store, parse_key
-from landscape.study.comparisons import (
-    kendall_lines,
-    kendall_result,
-    sharpness_by_pair,
-    sharpness_lines,
-)
+from landscape.study.comparisons import StudyFrames, kendall_lines, sharpness_lines
 from landscape.study.config import Study
 from landscape.tracking import Tracker, ui_command
 
@@ -124,10 +118,11 @@ def epsilon_alpha_rhos(df: pd.DataFrame) -> tuple[dict[str, tuple[float, float, 
     return rho, len(distinct)
 
 
-def draw_figures(study: Study, store: Store, folder: Path, tracker: Tracker,
+def draw_figures(study: Study, frames: StudyFrames, folder: Path, tracker: Tracker,
                  log: Log) -> dict[str, Path]:
-    """Draw the study's figures from the store into ``folder`` and log them; returns paths by
-    figure name (``slice_<run>_<checkpoint>`` and ``trajectory_<run>``: one per result)."""
+    """Draw the study's figures from the store of ``frames`` into ``folder`` and log them;
+    returns paths by figure name (``slice_<run>_<checkpoint>`` and ``trajectory_<run>``: one
+    per result)."""
     drawers = {"epsilon_alpha": _epsilon_alpha, "spectra_by_error_band": _spectra_by_error_band,
                "training_curves": _training_curves, "status_counts": _status_counts,
                "interpolation": _interpolation, "slice": _slices, "trajectory": _trajectories,
@@ -136,7 +131,7 @@ def draw_figures(study: Study, store: Store, folder: Path, tracker: Tracker,
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for name in study.figures:
-        figures = drawers[name](store)
+        figures = drawers[name](frames)
         if not figures:
             log(f"figure {name}: nothing to draw (no such results in the store)")
         for stem, fig in figures.items():
@@ -149,26 +144,26 @@ def draw_figures(study: Study, store: Store, folder: Path, tracker: Tracker,
 Figures = dict[str, Figure]
 
 
-def _epsilon_alpha(store: Store) -> Figures:
-    df = store.critical_points()
+def _epsilon_alpha(frames: StudyFrames) -> Figures:
+    df = frames.critical_points
     return {"epsilon_alpha": plots.epsilon_alpha(df)} if len(df) else {}
 
 
-def _status_counts(store: Store) -> Figures:
-    df = store.critical_points()
+def _status_counts(frames: StudyFrames) -> Figures:
+    df = frames.critical_points
     return {"status_counts": plots.status_counts(df)} if len(df) else {}
 
 
-def _training_curves(store: Store) -> Figures:
-    metrics = store.results_frame("metrics")
+def _training_curves(frames: StudyFrames) -> Figures:
+    metrics = frames.metrics
     if not len(metrics) or "train_loss" not in metrics:
         return {}
     return {"training_curves": plots.training_curves(metrics.sort_values(["run", "step"]))}
 
 
-def _spectra_by_error_band(store: Store) -> Figures:
+def _spectra_by_error_band(frames: StudyFrames) -> Figures:
     """Full spectra only: points analysed by Lanczos (large nets) have none and are left out."""
-    df = store.critical_points()
+    df, store = frames.critical_points, frames.store
     critical = df[df["status"] == "critical"]
     eps_column = "error" if critical["error"].notna().all() else "loss"
     spectra, eps = [], []
@@ -193,8 +188,8 @@ def _split_values(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.nd
     return out
 
 
-def _interpolation(store: Store) -> Figures:
-    rows = []
+def _interpolation(frames: StudyFrames) -> Figures:
+    rows, store = [], frames.store
     for key in store.iter_results("interpolation"):
         result = store.read_result(key)
         for split, values in _split_values(result.arrays).items():
@@ -204,8 +199,8 @@ def _interpolation(store: Store) -> Figures:
     return {"interpolation": plots.interpolation_curves(pd.concat(rows))} if rows else {}
 
 
-def _slices(store: Store) -> Figures:
-    figures = {}
+def _slices(frames: StudyFrames) -> Figures:
+    figures, store = {}, frames.store
     for key in store.iter_results("slice"):
         run, checkpoint, _, _ = parse_key(key)
         arrays = store.read_result(key).arrays
@@ -215,8 +210,8 @@ def _slices(store: Store) -> Figures:
     return figures
 
 
-def _trajectories(store: Store) -> Figures:
-    figures = {}
+def _trajectories(frames: StudyFrames) -> Figures:
+    figures, store = {}, frames.store
     for key in store.iter_results("trajectory"):
         run = parse_key(key)[0]
         arrays = store.read_result(key).arrays
@@ -233,10 +228,10 @@ def _first_loss(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
     return values.get("train", next(iter(values.values())))["loss"]
 
 
-def _measure_gap(store: Store) -> Figures:
-    found = kendall_result(store)
+def _measure_gap(frames: StudyFrames) -> Figures:
+    found = frames.kendall
     gap = found[1]["gap"] if found else "gap_error"
-    models = final_measures(store.measures())
+    models = frames.final_measures
     if models.empty or models[gap].isna().all():
         return {}
     df = models.rename(columns={gap: "gap"})
@@ -250,31 +245,34 @@ def _measure_gap(store: Store) -> Figures:
         df, taus=found[0] if found else None, gap_label=gap.replace("_", " "))}
 
 
-def _kendall(store: Store) -> Figures:
-    found = kendall_result(store)
+def _kendall(frames: StudyFrames) -> Figures:
+    found = frames.kendall
     return {"kendall": plots.kendall_forest(found[0])} if found and len(found[0]) else {}
 
 
-def _sharp_flat_spectra(store: Store) -> Figures:
+def _sharp_flat_spectra(frames: StudyFrames) -> Figures:
     """The dense spectra of the first interpolation pair's two solutions, or else of the final
     checkpoints with the largest and the smallest top eigenvalue."""
-    finals = {}
+    store = frames.store
+    steps = (frames.metrics.set_index(["run", "checkpoint"])["step"] if len(frames.metrics)
+             else pd.Series(dtype=float))
+    last: dict[str, tuple[int, str]] = {}  # run → (step, key) of its last spectrum
     for key in store.iter_results("spectrum"):
         run, checkpoint, _, _ = parse_key(key)
-        step = store.result_attrs(Store.key(run, checkpoint, "metrics")).get("step", 0) if (
-            store.is_complete(Store.key(run, checkpoint, "metrics"))) else 0
-        if run not in finals or step >= finals[run][0]:
-            finals[run] = (step, store.read_result(key).arrays["eigenvalues"])
-    pairs = sharpness_by_pair(store).drop_duplicates("pair")
-    pair = next((p for p in pairs.itertuples() if {p.run_a, p.run_b} <= set(finals)), None)
+        step = steps.get((run, checkpoint), 0)
+        if run not in last or step >= last[run][0]:
+            last[run] = (step, key)
+    finals = {run: store.read_result(key).arrays["eigenvalues"] for run, (_, key) in last.items()}
+    pair = next((p for p in frames.pairs.itertuples() if {p.run_a, p.run_b} <= set(finals)),
+                None)
     if pair is not None:
         chosen = [pair.run_a, pair.run_b]
     elif len(finals) >= 2:
-        by_top = sorted(finals, key=lambda run: finals[run][1][-1])
+        by_top = sorted(finals, key=lambda run: finals[run][-1])
         chosen = [by_top[0], by_top[-1]]
     else:
         return {}
-    spectra = {f"{run} (λmax {finals[run][1][-1]:.3g})": finals[run][1] for run in chosen}
+    spectra = {f"{run} (λmax {finals[run][-1]:.3g})": finals[run] for run in chosen}
     return {"sharp_flat_spectra": plots.spectra_overlay(spectra)}
 
 

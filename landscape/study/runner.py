@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from landscape import plots
 from landscape.passes import PASSES
 from landscape.store import open_store, provenance
-from landscape.study.comparisons import kendall_result, sharpness_by_pair, short_of_target
+from landscape.study.comparisons import StudyFrames, short_of_target
 from landscape.study.config import Study
 from landscape.study.executors import LocalExecutor, RayExecutor, TaskSummary, make_executor
 from landscape.study.plan import (
@@ -140,9 +140,10 @@ def run_study(study: Study, *, device: str | None = None, progress: bool = True,
 
             runner.map(tasks, analysed)
             bar.close()
-            figures = draw_figures(study, store, output / "figures", tracker, log)
+            frames = StudyFrames(store)
+            figures = draw_figures(study, frames, output / "figures", tracker, log)
             target = study.training.target_train_loss if study.training else None
-            outcome = _outcome(store, figures, counts, failures, run_id, tracker, invocation,
+            outcome = _outcome(frames, figures, counts, failures, run_id, tracker, invocation,
                                target)
             tracker.log_metrics({k: v for k, v in outcome.metrics.items()
                                  if v is not None and not (isinstance(v, float)
@@ -153,9 +154,9 @@ def run_study(study: Study, *, device: str | None = None, progress: bool = True,
     return outcome
 
 
-def _outcome(store, figures, counts, failures, run_id, tracker, invocation,
+def _outcome(frames: StudyFrames, figures, counts, failures, run_id, tracker, invocation,
              target: float | None) -> StudyOutcome:
-    df = store.critical_points()
+    store, df = frames.store, frames.critical_points
     status_counts = dict(Counter(df["status"].dropna()))
     rho, n_distinct = epsilon_alpha_rhos(df)
     n_uncertain = int((plots.with_index_certainty(df)["status"] == plots.UNCERTAIN).sum())
@@ -167,5 +168,5 @@ def _outcome(store, figures, counts, failures, run_id, tracker, invocation,
     return StudyOutcome(store.path, figures, counts["computed"], counts["skipped"],
                         status_counts, n_distinct, rho, n_uncertain, run_id,
                         tracker.tracking_uri, invocation, dict(failures), metrics,
-                        sharpness_by_pair(store), kendall_result(store),
-                        short_of_target(store, target))
+                        frames.sharpness, frames.kendall,
+                        short_of_target(frames.metrics, target))
