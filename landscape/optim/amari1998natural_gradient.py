@@ -121,6 +121,8 @@ class NaturalGradient(SecondOrderOptimizer):
     signature and unused (the method is deterministic).
     """
 
+    flat_step = staticmethod(natural_gradient_step)
+
     def __init__(self, params, lr: float = 1.0,
                  damping: float | Sequence[float] = DEFAULT_DAMPINGS, mode: str = "exact",
                  cg_iterations: int = 20, *, objective_factory: ObjectiveFactory | None = None,
@@ -131,8 +133,3 @@ class NaturalGradient(SecondOrderOptimizer):
         defaults = {"lr": lr, "damping": damping, "mode": mode, "cg_iterations": cg_iterations}
         super().__init__(params, defaults, objective_factory=objective_factory, dtype=dtype,
                          seed=seed)
-
-    def _flat_step(self, obj: Objective, theta: Tensor) -> NewtonStep:
-        group = self.param_groups[0]
-        return natural_gradient_step(obj, theta, lr=group["lr"], damping=group["damping"],
-                                     mode=group["mode"], cg_iterations=group["cg_iterations"])

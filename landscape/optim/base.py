@@ -205,7 +205,7 @@ class SecondOrderOptimizer(SeededOptimizer):
     given, else ``Objective(closure.model, closure.loss_fn, closure.batch, dtype=dtype)`` on the
     parameters' device (that objective evaluates a copy of the model in ``eval()`` mode: dropout
     off, BatchNorm on running statistics). θ is read from the optimizer's parameters (one group,
-    in ``model.parameters()`` order), the subclass's ``_flat_step`` computes the new θ, and it is
+    in ``model.parameters()`` order), the subclass's ``flat_step`` computes the new θ, and it is
     copied back into the parameters in place (``copy_`` under ``no_grad``, so the parameter
     objects and their dtype stay the same). The last ``NewtonStep`` is kept in ``last_step``.
     """
@@ -248,8 +248,13 @@ class SecondOrderOptimizer(SeededOptimizer):
         return Objective(closure.model, closure.loss_fn, closure.batch, dtype=self.dtype,
                          device=params[0].device)
 
+    # The step on the flat θ, ``(obj, theta, **hyperparameters) -> NewtonStep``: each subclass
+    # sets it (as a staticmethod); it is called with the group's values of ``defaults``' keys.
+    flat_step: Callable[..., NewtonStep]
+
     def _flat_step(self, obj: Objective, theta: Tensor) -> NewtonStep:
-        raise NotImplementedError
+        group = self.param_groups[0]
+        return self.flat_step(obj, theta, **{name: group[name] for name in self.defaults})
 
     @torch.no_grad()
     def step(self, closure=None) -> Tensor:

@@ -74,6 +74,8 @@ class DampedNewton(SecondOrderOptimizer):
     accepted for a uniform signature and unused (the method is deterministic).
     """
 
+    flat_step = staticmethod(damped_newton_step)
+
     def __init__(self, params, lr: float = 1.0,
                  damping: float | Sequence[float] = DEFAULT_DAMPINGS, *,
                  objective_factory: ObjectiveFactory | None = None,
@@ -82,7 +84,3 @@ class DampedNewton(SecondOrderOptimizer):
         check_dampings(damping)
         super().__init__(params, {"lr": lr, "damping": damping},
                          objective_factory=objective_factory, dtype=dtype, seed=seed)
-
-    def _flat_step(self, obj: Objective, theta: Tensor) -> NewtonStep:
-        group = self.param_groups[0]
-        return damped_newton_step(obj, theta, lr=group["lr"], damping=group["damping"])

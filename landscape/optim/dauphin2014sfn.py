@@ -112,6 +112,8 @@ class SaddleFreeNewton(SecondOrderOptimizer):
     (the method is deterministic).
     """
 
+    flat_step = staticmethod(saddle_free_newton_step)
+
     def __init__(self, params, lr: float = 1.0,
                  damping: float | Sequence[float] = DEFAULT_DAMPINGS, mode: str = "exact",
                  krylov_dim: int = 20, *, objective_factory: ObjectiveFactory | None = None,
@@ -125,8 +127,3 @@ class SaddleFreeNewton(SecondOrderOptimizer):
         defaults = {"lr": lr, "damping": damping, "mode": mode, "krylov_dim": krylov_dim}
         super().__init__(params, defaults, objective_factory=objective_factory, dtype=dtype,
                          seed=seed)
-
-    def _flat_step(self, obj: Objective, theta: Tensor) -> NewtonStep:
-        group = self.param_groups[0]
-        return saddle_free_newton_step(obj, theta, lr=group["lr"], damping=group["damping"],
-                                       mode=group["mode"], krylov_dim=group["krylov_dim"])
