@@ -375,11 +375,32 @@ def diff(
 def bench_curvature(device: str = typer.Option("auto", help=DEVICE_HELP + "."),
                     models: str = typer.Option("mlp,cnn"),
                     memory: bool = typer.Option(True, help="Measure peak memory in "
-                                                           "subprocesses.")) -> None:
-    """HVP / gradient, dense Hessian, top-5 eigenvalues and trace against baselines."""
+                                                           "subprocesses."),
+                    compile_hvp: bool = typer.Option(False, "--compile",
+                                                     help="Also time torch.compile (slow).")
+                    ) -> None:
+    """HVP modes, dense Hessian, top-5 eigenvalues and traces against PyHessian, curvlinops
+    and hessian-eigenthings (those installed: pip install -e ".[bench]")."""
     from landscape.bench import main
 
-    main(["--device", device, "--models", models] + ([] if memory else ["--no-memory"]))
+    main(["--device", device, "--models", models] + ([] if memory else ["--no-memory"])
+         + (["--compile"] if compile_hvp else []))
+
+
+@bench_app.command("scaling")
+def bench_scaling(device: str = typer.Option("auto", help=DEVICE_HELP + "."),
+                  out: Path = typer.Option(Path("outputs/bench-scaling"),
+                                           help="Folder for scaling.csv and scaling.png."),
+                  widths: str = typer.Option(None, help="Hidden widths (default 12 … 960: "
+                                                        "1k → 1M parameters)."),
+                  samples: str = typer.Option(None, help="Sample counts (default 100 … "
+                                                         "1347).")) -> None:
+    """Time and peak memory of gradient, HVP, top-5, trace and dense Hessian against the
+    number of parameters and of samples: a table and a log-log figure."""
+    from landscape.bench_scaling import main
+
+    main(["--device", device, "--out", str(out)] + (["--widths", widths] if widths else [])
+         + (["--samples", samples] if samples else []))
 
 
 @bench_app.command("critical")

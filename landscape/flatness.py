@@ -104,7 +104,7 @@ SAMPLED_LAWS = ("gaussian", "uniform")
 SCALINGS = ("none", "elementwise", "filter")
 TARGETS = ("loss", "error")
 MEASURE_SCALINGS = ("none", "magnitude", "filter")  # the scaling option of the measures
-TRACE_METHODS = ("auto", "exact", "hutch++", "hutchinson", "xtrace")
+TRACE_METHODS = ("auto", "exact", "hutch++", "hutchinson", "xtrace", "xnystrace")
 SPECTRUM_METHODS = ("auto", "dense", "slq")
 MAG_EPS = 1e-3  # Jiang et al.'s ε of the magnitude-aware noise N(0, σ'²θᵢ² + ε²)
 ASAM_ETA = 0.01  # Kwon et al.'s η of T_w = |w| + η
@@ -484,6 +484,9 @@ def _moment(obj: Objective, theta: Tensor, power: int, name: str, method: str,
     ``Hᵖ`` with ``n_matvecs // p`` of its applications (p HVPs each)."""
     settings = {"method": method, "n_matvecs": n_matvecs, "seed": _seed(seed)}
     chosen = _trace_method(method, n_matvecs, obj.num_params, 3 * power)
+    if chosen == "xnystrace" and power % 2:
+        raise ValueError("method 'xnystrace' needs a positive semi-definite operator: it is for "
+                         "frobenius_sq (H²), not for the indefinite Hessian; use 'xtrace'")
 
     def run(op):
         if chosen == "exact":
@@ -506,7 +509,8 @@ def trace(obj: Objective, theta: Tensor, *, method: str = "auto", n_matvecs: int
 def frobenius_sq(obj: Objective, theta: Tensor, *, method: str = "auto", n_matvecs: int = 99,
                  seed: int = 0) -> Measure:
     """``tr H² = ‖H‖_F² = Σ λᵢ²``. ``"exact"``: n HVPs; ``"hutch++"`` / ``"hutchinson"`` /
-    ``"xtrace"``: ``estimate_trace`` of the operator ``V ↦ H(HV)`` with ``n_matvecs // 2`` of its
+    ``"xtrace"`` / ``"xnystrace"`` (H² is PSD): ``estimate_trace`` of the operator
+    ``V ↦ H(HV)`` with ``n_matvecs // 2`` of its
     applications (two HVPs each; a Frobenius-specific estimator, ``‖Hz‖²`` per probe, would
     halve that); ``"auto"``: exact when n ≤ ``n_matvecs``, else Hutch++."""
     return _moment(obj, theta, 2, "frobenius_sq", method, n_matvecs, seed)

@@ -2,9 +2,10 @@
 
 Owns: the flat-parameter view of a model, the full-batch mean loss over a fixed evaluation set,
 its gradient, batched Hessian-vector and generalised-Gauss-Newton-vector products (also as
-``SymmetricOperator``s, ``hessian_op`` / ``ggn_op``), the dense Hessian and GGN in bounded memory,
-and the memory check that refuses dense requests which cannot fit. Imports nothing from storage,
-tracking or plotting.
+``SymmetricOperator``s, ``hessian_op`` / ``ggn_op``) with the choice of how HVPs are taken
+(``hvp_mode``: timed per model, or pinned), the dense Hessian and GGN in blocks sized from free
+memory, and the memory check that refuses dense requests which cannot fit. Imports nothing from
+storage, tracking or plotting.
 
 Conventions
 -----------
@@ -32,6 +33,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -43,7 +45,11 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 from landscape.linalg.operator import SymmetricOperator
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-HVP_MODES = ("fwd-rev", "rev-rev")
+HVP_MODES = ("auto", "retained", "fwd-rev", "rev-rev")
+CALIBRATION_BLOCK = 32  # vectors timed per candidate mode when hvp_mode="auto" chooses for blocks
+RETAINED_MEMORY_SHARE = 0.5  # the retained graph may take at most this share of free memory
+DENSE_BLOCK_CAP = {"cpu": 256, "cuda": 2048}  # identity rows per dense-build block, at most
+DENSE_MEMORY_SHARE = 0.25  # one dense-build block may take at most this share of free memory
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -125,10 +131,19 @@ class Objective:
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when present) or a torch.device.
         chunk_size: samples per forward pass (bounds memory); None keeps the given batches.
         l2: coefficient of the added ``(l2 / 2) ‖θ‖²`` term.
-        hvp_mode: ``"fwd-rev"`` (forward-over-reverse, ``jvp`` of ``grad``) or ``"rev-rev"``
-            (``vjp`` of ``grad``); both give the same numbers. A loss whose forward-mode
-            derivative torch cannot take (``nn.functional.mse_loss`` in torch 2.13) switches the
-            objective to ``"rev-rev"`` with a warning.
+        hvp_mode: how Hessian-vector products are taken; all give the same numbers up to
+            rounding. ``"fwd-rev"``: forward-over-reverse (``jvp`` of ``grad``), vmapped over the
+            vectors; ``"rev-rev"``: reverse-over-reverse (``vjp`` of ``grad``), vmapped;
+            ``"retained"``: the first-order graph of ∇L at θ is built once (``create_graph``)
+            and kept while θ stays the same, each product is one batched backward pass through
+            it (``is_grads_batched``) — no forward pass per product, the fastest for the many
+            products Lanczos, MINRES or a trace estimator take at one θ, at the memory of that
+            graph (refused above ``RETAINED_MEMORY_SHARE`` of the free memory); ``"auto"``
+            (default): on the first single-vector and the first block product, time each mode on
+            that input and keep the fastest for that kind — the choice and the timings are in
+            ``hvp_plan`` / ``hvp_timings`` (pin ``hvp_mode`` for bit-identical reruns). A loss
+            whose forward-mode derivative torch cannot take (``nn.functional.mse_loss`` in torch
+            2.13) switches ``"fwd-rev"`` to ``"rev-rev"`` with a warning.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(3, 2))
@@ -140,7 +155,7 @@ class Objective:
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, data, *,
                  dtype: torch.dtype = torch.float64, device: str | torch.device | None = "cpu",
-                 chunk_size: int | None = None, l2: float = 0.0, hvp_mode: str = "fwd-rev"):
+                 chunk_size: int | None = None, l2: float = 0.0, hvp_mode: str = "auto"):
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating type; got {dtype}")
         if chunk_size is not None and chunk_size < 1:
@@ -154,6 +169,10 @@ class Objective:
         self.loss_fn = loss_fn
         self.l2 = float(l2)
         self.hvp_mode = hvp_mode
+        self.hvp_plan: dict[str, str] = {}  # "single" / "block" → the mode in use for that kind
+        self.hvp_timings: dict[str, dict[str, float]] = {}  # kind → mode → s per vector (auto)
+        self._graph: _RetainedGraph | None = None
+        self._activation_bytes: int | None = None
 
         self._module = copy.deepcopy(model).to(device=self.device, dtype=dtype).eval()
         named = list(self._module.named_parameters())
@@ -253,10 +272,10 @@ class Objective:
             return one(vectors[0]).unsqueeze(0)
         return vmap(one)(vectors)
 
-    def _chunk_hvp(self, theta: Tensor, chunk: _Chunk, vectors: Tensor) -> Tensor:
+    def _chunk_hvp(self, mode: str, theta: Tensor, chunk: _Chunk, vectors: Tensor) -> Tensor:
         grad_fn = grad(self._chunk_loss)
         args = (chunk.inputs, chunk.targets)
-        if self.hvp_mode == "fwd-rev":
+        if mode == "fwd-rev":
             def one(v):
                 return jvp(lambda t: grad_fn(t, *args), (theta,), (v,))[1]
         else:
@@ -267,6 +286,47 @@ class Objective:
         if vectors.shape[0] == 1:  # vmap's tracing overhead dominates for a single vector
             return one(vectors[0]).unsqueeze(0)
         return vmap(one)(vectors)
+
+    def _retained_graph(self, theta: Tensor) -> _RetainedGraph:
+        """The retained first-order graph at θ, built unless the one held is at the same θ."""
+        if self._graph is None or not torch.equal(self._graph.theta, theta):
+            self._graph = None  # free the old graph before building the new one
+            self._graph = _RetainedGraph(self, theta, RETAINED_MEMORY_SHARE
+                                         * available_memory(self.device))
+        return self._graph
+
+    def _hvp_with(self, mode: str, theta: Tensor, batch: Tensor) -> Tensor:
+        """``H(θ) V`` for ``V [k, n]`` by one mode (not ``"auto"``), detached."""
+        if mode == "retained":
+            return self.l2 * batch + self._retained_graph(theta).product(batch)
+        return self._curvature_sum(lambda t, c, V: self._chunk_hvp(mode, t, c, V), theta, batch)
+
+    def _hvp_mode_for(self, theta: Tensor, batch: Tensor) -> str:
+        """The mode for this product: ``hvp_mode``, or under ``"auto"`` the mode measured
+        fastest for this kind of product (one vector or a block), timed on first use."""
+        kind = "single" if batch.shape[0] == 1 else "block"
+        if self.hvp_mode != "auto":
+            self.hvp_plan[kind] = self.hvp_mode
+            return self.hvp_mode
+        if kind not in self.hvp_plan:
+            sample = batch[:CALIBRATION_BLOCK]
+            timings, errors = {}, {}
+            for mode in HVP_MODES[1:]:
+                try:
+                    if mode == "retained":
+                        self._retained_graph(theta)  # built once per θ: not part of the timing
+                    timings[mode] = _fastest_call(lambda m=mode: self._hvp_with(m, theta, sample))
+                    timings[mode] /= sample.shape[0]
+                except (RuntimeError, MemoryError) as exc:  # e.g. mse_loss in forward mode
+                    errors[mode] = exc
+            if not timings:
+                raise next(iter(errors.values()))
+            self.hvp_plan[kind] = min(timings, key=timings.get)
+            self.hvp_timings[kind] = timings
+            if self.hvp_plan.get("single", "retained") != "retained" and self.hvp_plan.get(
+                    "block", "retained") != "retained":
+                self._graph = None  # neither kind uses it
+        return self.hvp_plan[kind]
 
     # ------------------------------------------------------------------ public surface
     def functional_loss(self, theta: Tensor) -> Tensor:
@@ -322,7 +382,8 @@ class Objective:
     def hvp(self, theta: Tensor, vectors: Tensor) -> Tensor:
         """Hessian-vector products H(θ)·v for ``vectors`` of shape ``[n]`` or ``[k, n]``.
 
-        All k vectors go through one vmapped pass per data chunk; the output has the input's shape.
+        All k vectors go through one vmapped pass per data chunk, or one batched backward pass
+        through the retained graph (``hvp_mode``); the output has the input's shape.
         Under a ``torch.func`` transform of θ or V the product is taken through
         ``functional_loss`` (forward-over-reverse) and stays differentiable.
         """
@@ -335,16 +396,17 @@ class Objective:
                 return jvp(grad_fn, (theta,), (v,))[1]
             return one(vectors) if vectors.ndim == 1 else vmap(one)(vectors)
         batch = vectors if vectors.ndim == 2 else vectors.unsqueeze(0)
+        mode = self._hvp_mode_for(theta, batch)
         try:
-            out = self._curvature_sum(self._chunk_hvp, theta, batch)
+            out = self._hvp_with(mode, theta, batch)
         except RuntimeError as exc:  # torch's forward-mode formula of mse_loss (torch 2.13)
-            if self.hvp_mode != "fwd-rev" or "ZeroTensors are immutable" not in str(exc):
+            if mode != "fwd-rev" or "ZeroTensors are immutable" not in str(exc):
                 raise
             warnings.warn("forward-over-reverse HVPs fail for this loss function in this torch "
                           "version (e.g. nn.functional.mse_loss); using hvp_mode='rev-rev'",
                           RuntimeWarning, stacklevel=2)
             self.hvp_mode = "rev-rev"
-            out = self._curvature_sum(self._chunk_hvp, theta, batch)
+            out = self._hvp_with(self._hvp_mode_for(theta, batch), theta, batch)
         _check_finite(out, "Hessian-vector product")
         return out if vectors.ndim == 2 else out.squeeze(0)
 
@@ -375,7 +437,26 @@ class Objective:
     def _operator(self, product, theta: Tensor) -> SymmetricOperator:
         theta = self.check_theta(theta).clone()
         return SymmetricOperator(lambda V: product(theta, V), self.num_params, dtype=self.dtype,
-                                 device=self.device)
+                                 device=self.device, block_size=self.dense_block_size())
+
+    def dense_block_size(self) -> int:
+        """Identity rows per product in dense builds (``op.dense()``): as many as fit in
+        ``DENSE_MEMORY_SHARE`` of the free memory, counting per vector four times the
+        activations one chunk's forward pass saves (the tangents or cotangents of a
+        second-order pass) and three rows of n; capped at ``DENSE_BLOCK_CAP`` for the device
+        type (on the CPU the time per vector stops falling near 256) and at n."""
+        if self._activation_bytes is None:
+            chunk = max(self._chunks, key=lambda c: c.targets.shape[0])
+            saved = _SavedBytes()
+            with torch.enable_grad(), saved:
+                self._chunk_loss(self.theta.clone().requires_grad_(True), chunk.inputs,
+                                 chunk.targets)
+            self._activation_bytes = saved.nbytes
+        row = self.num_params * self.theta.element_size()
+        fit = DENSE_MEMORY_SHARE * available_memory(self.device) / (4 * self._activation_bytes
+                                                                   + 3 * row)
+        cap = DENSE_BLOCK_CAP.get(self.device.type, DENSE_BLOCK_CAP["cpu"])
+        return max(1, min(self.num_params, cap, int(fit)))
 
     def hessian_op(self, theta: Tensor) -> SymmetricOperator:
         """H(θ) as a ``SymmetricOperator``: its ``matmat`` is the batched ``hvp`` at (a copy of)
@@ -393,7 +474,8 @@ class Objective:
         """Dense Hessian ``[n, n]`` built from blocks of ``block_size`` identity columns.
 
         Peak memory is the n×n result plus one block of HVPs, whose activations scale with
-        ``block_size × chunk_size`` (default block: 128 columns; lower either to save memory).
+        ``block_size × chunk_size`` (default: ``dense_block_size()``, sized from the free
+        memory; lower either to save memory).
         The result is symmetrised, ``(H + Hᵀ)/2``, which removes rounding asymmetry only.
         Not for use under ``torch.func`` transforms (use ``torch.func.hessian(obj.loss)``).
         """
@@ -433,10 +515,77 @@ class Objective:
             wrong += int((out.argmax(dim=1) != c.targets).sum())
         return wrong / self.num_samples
 
+    def release(self) -> None:
+        """Drop the retained first-order graph (``hvp_mode="retained"``) and its memory now;
+        the next product at any θ rebuilds it."""
+        self._graph = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_graph": None}  # a graph is neither picklable nor copyable
+
     def __repr__(self) -> str:
         return (f"Objective(n={self.num_params:,}, samples={self.num_samples}, "
                 f"chunks={len(self._chunks)}, dtype={self.dtype}, device={self.device}, "
                 f"l2={self.l2}, hvp_mode={self.hvp_mode!r})")
+
+
+class _RetainedGraph:
+    """The first-order graph of ∇L at one θ (every chunk's ``create_graph`` gradient, summed),
+    kept for many double-backward products. Refuses, while building, to hold more than
+    ``budget`` bytes of saved activations (counted by a saved-tensors hook)."""
+
+    def __init__(self, obj: Objective, theta: Tensor, budget: float):
+        self.theta = theta.detach().clone()
+        self.leaf = self.theta.clone().requires_grad_(True)
+        saved = _SavedBytes()
+        total = torch.zeros_like(self.theta)
+        with torch.enable_grad(), saved:
+            for c in obj._chunks:
+                loss = c.weight * obj._chunk_loss(self.leaf, c.inputs, c.targets)
+                (g,) = torch.autograd.grad(loss, self.leaf, create_graph=True)
+                total = total + g
+                if saved.nbytes > budget:
+                    raise MemoryError(
+                        f"the retained first-order graph needs more than {budget / 2**30:.2f} "
+                        f"GiB ({RETAINED_MEMORY_SHARE:.0%} of the free memory); use "
+                        "hvp_mode='fwd-rev' / 'rev-rev', or fewer samples")
+        self.grad = total
+        self.nbytes = saved.nbytes
+
+    def product(self, batch: Tensor) -> Tensor:
+        """``Σ_b (N_b/N) H_b V`` for ``V [k, n]``: one (batched) backward pass, graph kept."""
+        if not self.grad.requires_grad:  # ∇L does not depend on θ: the loss is linear in θ
+            return torch.zeros_like(batch)
+        single = batch.shape[0] == 1
+        (out,) = torch.autograd.grad(self.grad, self.leaf, batch[0] if single else batch,
+                                     retain_graph=True, is_grads_batched=not single,
+                                     allow_unused=True, materialize_grads=True)
+        return (out.unsqueeze(0) if single else out).detach()
+
+
+class _SavedBytes(torch.autograd.graph.saved_tensors_hooks):
+    """Inside ``with``: counts in ``nbytes`` the tensors autograd saves for backward (an upper
+    bound on the graph's memory: a tensor saved by two nodes counts twice)."""
+
+    def __init__(self):
+        self.nbytes = 0
+        super().__init__(self._count, lambda t: t)
+
+    def _count(self, t: Tensor) -> Tensor:
+        self.nbytes += t.numel() * t.element_size()
+        return t
+
+
+def _fastest_call(fn: Callable[[], object], min_seconds: float = 0.05, repeats: int = 3) -> float:
+    """Shortest wall time of ``fn()`` over at least two calls (the first pays one-off start-up
+    costs: lazy initialisation, thread pools), and up to ``repeats`` while they took under
+    ``min_seconds`` in all."""
+    times: list[float] = []
+    while len(times) < 2 or (len(times) < repeats and sum(times) < min_seconds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def _transformed(value: Tensor) -> bool:

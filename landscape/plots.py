@@ -34,10 +34,22 @@ STATUS_PALETTE = {"critical": "#1f77b4", UNCERTAIN: "#17becf", "gradient-flat": 
                   "max-iterations": "#7f7f7f", "diverged": "#d62728"}
 INDEX_LABEL = "index α (fraction of negative eigenvalues)"
 
-__all__ = ["STATUS_PALETTE", "UNCERTAIN", "epsilon_alpha", "interpolation_curves",
-           "kendall_forest", "measure_gap_scatter", "spearman_rho", "spectra_by_error_band",
-           "spectra_overlay", "status_counts", "surface_contour", "training_curves",
-           "with_index_certainty"]
+__all__ = [
+    "STATUS_PALETTE",
+    "UNCERTAIN",
+    "epsilon_alpha",
+    "interpolation_curves",
+    "kendall_forest",
+    "measure_gap_scatter",
+    "scaling_curves",
+    "spearman_rho",
+    "spectra_by_error_band",
+    "spectra_overlay",
+    "status_counts",
+    "surface_contour",
+    "training_curves",
+    "with_index_certainty",
+]
 
 
 def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -520,4 +532,29 @@ def spectra_overlay(spectra: Mapping[str, np.ndarray], *, bins: int = 80,
         axes[1].set(xlabel="rank k (1: λ_max)",
                     ylabel="eigenvalue λ_k" + (" (log scale)" if positive else ""),
                     title=f"top {top_k} eigenvalues")
+    return fig
+
+
+def scaling_curves(df: pd.DataFrame) -> Figure:
+    """Log-log cost curves of the curvature benchmark (``landscape.bench_scaling``): seconds
+    per operation against parameters and against samples, and the extra peak memory against
+    parameters. ``df``: rows with ``axis`` ("parameters" / "samples"), ``operation``,
+    ``n_params``, ``n_samples``, ``seconds``, ``peak_bytes``."""
+    _require(df, ["axis", "operation", "n_params", "n_samples", "seconds", "peak_bytes"],
+             "scaling_curves")
+    fig, axes = _figure(3, 5.0, 4.0)
+    order = list(dict.fromkeys(df.operation))
+    panels = [("parameters", "n_params", "seconds", "seconds"),
+              ("samples", "n_samples", "seconds", "seconds"),
+              ("parameters", "n_params", "peak_mib", "extra peak memory (MiB)")]
+    data = df.assign(peak_mib=df.peak_bytes.clip(lower=2**10) / 2**20)
+    for ax, (axis, x, y, label) in zip(axes, panels):
+        rows = data[data.axis == axis]
+        sns.lineplot(rows, x=x, y=y, hue="operation", hue_order=order, style="operation",
+                     markers=True, dashes=False, ax=ax, legend=ax is axes[0])
+        ax.set(xscale="log", yscale="log", ylabel=label,
+               xlabel="parameters" if x == "n_params" else "samples")
+    axes[0].legend(fontsize="small")
+    fig.suptitle("cost of the curvature operations (" + ", ".join(sorted(set(df.device)))
+                 + ")" if "device" in df.columns else "cost of the curvature operations")
     return fig

@@ -64,14 +64,15 @@ class Problem:
 def problem_from_checkpoint(path, *, n_samples: int | None = None, l2: float = 0.0,
                             device: str = "cpu", dtype: torch.dtype = torch.float64,
                             chunk_size: int | None = None, model_spec=None,
-                            split: str = "train") -> Problem:
+                            split: str = "train", hvp_mode: str = "auto") -> Problem:
     """Load ``path`` and build the float64 full-batch Objective on its training data (``split``
-    ``"test"``: on its test data; ``n_samples`` then takes the first N test samples)."""
+    ``"test"``: on its test data; ``n_samples`` then takes the first N test samples);
+    ``hvp_mode`` as in ``Objective``."""
     ckpt = load_checkpoint(path, model_spec=model_spec)
     if ckpt.data_spec is None:
         raise ValueError(f"{path}: the checkpoint names no dataset; pass one explicitly")
     dataset = load_dataset(ckpt.data_spec)
     data = evaluation_data(dataset, ckpt.model_spec, split=split, n_samples=n_samples)
     obj = Objective(ckpt.model(), loss_for(ckpt.model_spec), data, dtype=dtype, device=device,
-                    chunk_size=chunk_size, l2=l2)
+                    chunk_size=chunk_size, l2=l2, hvp_mode=hvp_mode)
     return Problem(obj, ckpt.model_spec, ckpt.data_spec, ckpt, obj.num_samples)

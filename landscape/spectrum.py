@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from landscape.linalg.epperly2024xnystrace import xnystrace_trace
 from landscape.linalg.epperly2024xtrace import xtrace_trace
+from landscape.linalg.golub1977block_lanczos import BlockLanczos
 from landscape.linalg.hutchinson import TraceEstimate, hutchinson_trace
-from landscape.linalg.lanczos import Lanczos
 from landscape.linalg.meyer2020hutchpp import hutchpp_trace
 from landscape.linalg.operator import SymmetricOperator
 from landscape.linalg.probes import Seed, as_generator, gaussian
@@ -40,7 +41,7 @@ DEFAULT_INDEX_TOL = 1e-11
 DEFAULT_INDEX_ATOL = 1e-9
 INDEX_BAND = 10.0
 DENSE_SPECTRUM_MAX_PARAMS = 5000  # default size limit for choosing a dense spectrum over Lanczos
-TRACE_METHODS = ("hutchinson", "hutch++", "xtrace")
+TRACE_METHODS = ("hutchinson", "hutch++", "xtrace", "xnystrace")
 
 __all__ = [
     "DEFAULT_INDEX_ATOL", "DEFAULT_INDEX_TOL", "DENSE_SPECTRUM_MAX_PARAMS", "INDEX_BAND",
@@ -184,15 +185,20 @@ def full_spectrum(target: Target, theta: Tensor | None = None, *,
 
 @dataclass(frozen=True)
 class EigenPairs:
-    """Extreme eigenpairs from Lanczos.
+    """Extreme eigenpairs from (block) Lanczos.
 
     Attributes:
         eigenvalues: ``[k]``, largest first for ``which="largest"``, most negative first for
             ``which="smallest"``.
         eigenvectors: ``[k, n]`` unit Ritz vectors (rows).
-        residuals: ``[k]`` explicit ``‖H v − λ v‖`` (each eigenvalue is within this of a true one).
+        residuals: ``[k]`` explicit ``‖H v − λ v‖`` (each eigenvalue is within this of a true one),
+            with H v from the stored images of the basis.
         converged: ``[k]`` bool, residual ≤ ``tol · |λ|``.
-        n_matvecs: operator applications (HVPs) spent, including the residual check.
+        n_matvecs: operator applications (HVPs) spent: ``n_steps · block_size``.
+        multiplicity: ``[k]`` how many of the k values agree with this one within
+            ``tol · |λ| + r_i + r_j`` (itself included): an eigenvalue of multiplicity up to the
+            block size is found that many times.
+        n_steps: (block) Lanczos steps taken; ``block_size``: vectors per step.
     """
 
     eigenvalues: Tensor
@@ -200,17 +206,24 @@ class EigenPairs:
     residuals: Tensor
     converged: Tensor
     n_matvecs: int
+    multiplicity: Tensor
+    n_steps: int
+    block_size: int
 
 
 def extreme_eigenpairs(target: Target, theta: Tensor | None = None, k: int = 1,
                        which: str = "largest", *, tol: float = 1e-6, max_steps: int | None = None,
-                       seed: Seed = 0) -> EigenPairs:
-    """The k algebraically largest (or smallest) eigenpairs of H(θ) (or an operator) by Lanczos.
+                       seed: Seed = 0, block_size: int = 1) -> EigenPairs:
+    """The k algebraically largest (or smallest) eigenpairs of H(θ) (or an operator) by
+    (block) Lanczos.
 
-    Full reorthogonalisation; the basis grows 10 steps at a time until the Ritz residual estimates
-    of the k wanted pairs fall below ``tol · |λ|`` (which bounds each eigenvalue's relative error by
-    ``tol``) or ``max_steps`` (default ``min(n, max(300, 10k))``) is reached. A multiple eigenvalue may
-    be returned once only, as with any single-vector Krylov method.
+    Full reorthogonalisation. The basis grows one block of ``block_size`` vectors per step (b
+    matvecs in one batched product) and stops at the first step, once it holds ``2k`` vectors,
+    where the Ritz residual estimates of the k wanted pairs are all below ``tol · |λ|`` (which
+    bounds each eigenvalue's relative error by ``tol``), or at ``max_steps`` basis vectors
+    (default ``min(n, max(300, 10k))``). With ``block_size = 1`` a multiple eigenvalue is found
+    once, as with any single-vector Krylov method; a block of b finds multiplicities up to b
+    (``multiplicity``), and its batched products cost less per vector.
     """
     if which not in ("largest", "smallest"):
         raise ValueError(f"which must be 'largest' or 'smallest'; got {which!r}")
@@ -218,27 +231,36 @@ def extreme_eigenpairs(target: Target, theta: Tensor | None = None, k: int = 1,
     n, start = op.n, op.n_matvecs
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, n={n}]; got {k}")
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or not (
+            1 <= block_size <= n):
+        raise ValueError(f"block_size must be an integer in [1, n={n}]; got {block_size!r}")
     max_steps = min(n, max_steps if max_steps is not None else max(300, 10 * k))
-    if max_steps < k:
-        raise ValueError(f"max_steps={max_steps} is smaller than k={k}")
+    if max_steps // block_size * block_size < k:
+        raise ValueError(f"max_steps={max_steps} holds fewer than k={k} vectors in whole "
+                         f"blocks of block_size={block_size}")
     generator = as_generator(seed)
-    v0 = gaussian(1, n, generator, dtype=op.dtype, device=op.device)
-    process = Lanczos(op, v0, max_steps, generator)
-    process.extend(min(max_steps, max(2 * k + 10, 20)))
+    v0 = gaussian(block_size, n, generator, dtype=op.dtype, device=op.device)
+    process = BlockLanczos(op, v0, max_steps // block_size, generator)
     while True:
-        values, vectors, estimates = process.result().ritz()
-        order = torch.arange(k) if which == "smallest" else torch.arange(values.shape[1] - 1,
-                                                                         values.shape[1] - 1 - k, -1)
-        done = bool((estimates[0, order] <= tol * values[0, order].abs()).all())
-        if done or process.steps >= max_steps:
+        process.step()
+        m = process.size
+        if m < k:
+            continue
+        lo, hi = (0, k) if which == "smallest" else (m - k, m)
+        values, coords, estimates = process.ritz(lo, hi)
+        done = m >= min(n, 2 * k) and bool((estimates <= tol * values.abs()).all())
+        if done or process.steps >= process.max_steps:
             break
-        process.extend(10)
-    basis = process.result().basis[0]
-    ritz_vectors = vectors[0][:, order].T @ basis
-    ritz_values = values[0, order]
-    residuals = (op(ritz_vectors) - ritz_values[:, None] * ritz_vectors).norm(dim=1)
-    return EigenPairs(ritz_values, ritz_vectors, residuals,
-                      residuals <= tol * ritz_values.abs(), op.n_matvecs - start)
+    if which == "largest":
+        values, coords = values.flip(0), coords.flip(1)
+    ritz_vectors, images = process.vectors(coords)
+    ritz_values = values.to(op.device, op.dtype)
+    residuals = (images - ritz_values[:, None] * ritz_vectors).norm(dim=1)
+    gap = (ritz_values[:, None] - ritz_values[None, :]).abs()
+    within = tol * ritz_values.abs()[:, None] + residuals[:, None] + residuals[None, :]
+    return EigenPairs(ritz_values, ritz_vectors, residuals, residuals <= tol * ritz_values.abs(),
+                      op.n_matvecs - start, (gap <= within).sum(dim=1), process.steps,
+                      block_size)
 
 
 @dataclass(frozen=True)
@@ -331,13 +353,17 @@ def estimate_trace(target: Target, theta: Tensor | None = None, n_matvecs: int =
     Rademacher average of ``n_matvecs`` probes (one HVP each) — ``hutchinson_trace``'s
     ``n_probes``. ``"xtrace"`` (Epperly et al. 2024) uses each of ``n_matvecs // 2`` test
     vectors both in the sketch and as a deflated probe (leave-one-out): lower error than Hutch++
-    at the same budget on decaying spectra. Equal ``n_matvecs`` is the fair comparison.
+    at the same budget on decaying spectra. ``"xnystrace"`` (same paper) is its Nyström form for
+    positive semi-definite operators only (a GGN ``obj.ggn_op(θ)``, H²; an indefinite one is
+    refused): every one of ``n_matvecs`` vectors is a sketch vector and a probe at one product
+    each, the lowest error of the four on PSD spectra. Equal ``n_matvecs`` is the fair
+    comparison.
     """
     if method not in TRACE_METHODS:
         raise ValueError(f"method must be one of {TRACE_METHODS}; got {method!r}")
     op = as_operator(target, theta)
     estimator = {"hutch++": hutchpp_trace, "hutchinson": hutchinson_trace,
-                 "xtrace": xtrace_trace}[method]
+                 "xtrace": xtrace_trace, "xnystrace": xnystrace_trace}[method]
     return estimator(op, op.n, n_matvecs, as_generator(seed), dtype=op.dtype, device=op.device,
                      block_size=block_size)
 

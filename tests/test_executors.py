@@ -42,8 +42,9 @@ def test_ray_gives_the_local_store(tmp_path, local_ray, monkeypatch):
         stores = {}
         for executor in ("local", "ray"):
             (tmp_path / executor).mkdir()
-            study = tiny_study(tmp_path / executor, **{"passes.critical.per_radius": 1,
-                                                       "tracking.enabled": False})
+            study = tiny_study(tmp_path / executor, **{  # pinned HVPs: the same bits
+                "passes.critical.per_radius": 1, "tracking.enabled": False,
+                "passes.critical.hvp_mode": "rev-rev", "passes.spectrum.hvp_mode": "rev-rev"})
             outcome = run_study(load_study(write(tmp_path / executor, study)), progress=False,
                                 log=lambda _: None, executor=executor)
             assert not outcome.failures and outcome.computed == 3 + 1 + 2
@@ -54,6 +55,9 @@ def test_ray_gives_the_local_store(tmp_path, local_ray, monkeypatch):
     assert diff_stores(stores["local"], stores["ray"],
                        ignore=("invocation", "wall_time", "path")) == []
     assert stores["ray"].study_attrs()["executor"] == "ray"
+    for name in ("spectrum", "critical"):  # the pinned mode is recorded with each result
+        key = next(stores["ray"].iter_results(name))
+        assert set(stores["ray"].read_result(key).attrs["hvp_modes"].values()) == {"rev-rev"}
 
 
 def test_ray_retries_a_task_that_fails_once(tmp_path, local_ray, toys):

@@ -14,7 +14,7 @@ from tests.conftest import mlp, reference_loss
 CE = nn.functional.cross_entropy
 
 
-@pytest.mark.parametrize("mode", ["fwd-rev", "rev-rev"])
+@pytest.mark.parametrize("mode", objective_module.HVP_MODES)
 def test_hessian_and_hvp_match_autograd(architecture, data, mode):
     _, model = architecture
     obj = Objective(model, CE, data, hvp_mode=mode, chunk_size=13)
@@ -210,7 +210,7 @@ def test_mse_loss_falls_back_to_reverse_over_reverse():
     """torch 2.13 cannot take mse_loss's forward-mode derivative inside grad ("ZeroTensors are
     immutable"); the objective switches mode, says so, and gives the right Hessian."""
     x = torch.randn(30, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    obj = Objective(nn.Linear(4, 4), nn.functional.mse_loss, (x, x))
+    obj = Objective(nn.Linear(4, 4), nn.functional.mse_loss, (x, x), hvp_mode="fwd-rev")
     with pytest.warns(RuntimeWarning, match="rev-rev"):
         dense = obj.hessian(obj.theta)
     assert obj.hvp_mode == "rev-rev"

@@ -39,7 +39,7 @@ class SymmetricOperator:
     """
 
     def __init__(self, matmat: MatMat, n: int, *, dtype: torch.dtype = torch.float64,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", block_size: int | None = None):
         if not callable(matmat):
             raise TypeError(f"matmat must be callable; got {type(matmat).__name__}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -50,6 +50,7 @@ class SymmetricOperator:
         self.n = n
         self.dtype = dtype
         self.device = torch.device(device)
+        self.block_size = min(n, DEFAULT_BLOCK_SIZE) if block_size is None else block_size
         self.n_matvecs = 0
 
     def matmat(self, vectors: Tensor) -> Tensor:
@@ -72,10 +73,10 @@ class SymmetricOperator:
         return self.matmat(x) if x.ndim == 1 else self.matmat(x.T).T
 
     def row_blocks(self, block_size: int | None = None) -> Iterator[tuple[slice, Tensor]]:
-        """``(rows, A[rows])`` for consecutive blocks of ``block_size`` rows of A (default
-        ``min(n, 128)``), each from one application to identity rows: n matvecs in all, one
-        block in memory at a time."""
-        block_size = min(self.n, DEFAULT_BLOCK_SIZE) if block_size is None else block_size
+        """``(rows, A[rows])`` for consecutive blocks of ``block_size`` rows of A (default: the
+        operator's ``block_size``, ``min(n, 128)`` unless its maker sized it), each from one
+        application to identity rows: n matvecs in all, one block in memory at a time."""
+        block_size = self.block_size if block_size is None else block_size
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f"block_size must be a positive integer; got {block_size!r}")
         for start in range(0, self.n, block_size):

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveInt
 
+from landscape.objective import HVP_MODES
+
 Scope = Literal["checkpoint", "run", "study"]
 SCOPES: tuple[Scope, ...] = ("checkpoint", "run", "study")
 CheckpointChoice = Literal["all", "last"] | PositiveInt
@@ -49,16 +51,19 @@ class PassConfig(Strict):
 class ProblemConfig(PassConfig):
     """Options of a pass on the training objective at a checkpoint: ``n_samples``: evaluation set
     = first N training samples (all if null); ``l2``: coefficient of (l2/2)‖θ‖² added to the
-    loss."""
+    loss; ``hvp_mode``: how its HVPs are taken (``Objective``; ``auto`` times the modes and
+    records its pick in each result's ``hvp_modes``; pin one for bit-identical reruns — the
+    modes differ at rounding level only, so it is not compared on resume)."""
 
     n_samples: PositiveInt | None = None
     l2: NonNegativeFloat = 0.0
+    hvp_mode: Literal[HVP_MODES] = "auto"
 
 
 def options_of(config: PassConfig) -> dict:
     """The options that determine a pass's results (its config but the checkpoint selection),
     as JSON values; stored with every result and compared on resume."""
-    return config.model_dump(mode="json", exclude={"checkpoints"})
+    return config.model_dump(mode="json", exclude={"checkpoints", "hvp_mode"})
 
 
 @dataclass(frozen=True)

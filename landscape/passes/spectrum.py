@@ -32,6 +32,7 @@ class SpectrumConfig(IndexConfig):
 def load_objective(target: Target, config: ProblemConfig, device: str) -> Objective:
     """The float64 full-batch training objective at the target checkpoint, on ``device``."""
     return problem_from_checkpoint(target.checkpoint, n_samples=config.n_samples, l2=config.l2,
+                                   hvp_mode=config.hvp_mode,
                                    device=device).objective
 
 

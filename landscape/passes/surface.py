@@ -141,6 +141,7 @@ def match_pairs(runs, pairs) -> list[tuple[str, str]]:
 
 def _split_objectives(path, config: _SurfaceConfig, device: str) -> dict[str, Objective]:
     return {split: problem_from_checkpoint(path, n_samples=config.n_samples, l2=config.l2,
+                                           hvp_mode=config.hvp_mode,
                                            device=device, split=split).objective
             for split in config.splits}
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from landscape.objective import resolve_device
+from landscape.objective import Objective, resolve_device
 from landscape.passes.base import options_of
 from landscape.store import json_safe, open_store
 from landscape.study.config import StudyError
@@ -114,13 +114,26 @@ def _run_pass(task: PassTask, progress: bool) -> TaskSummary:
                    disable=not progress or len(todo) < 2)
         for key, item in bar:
             record = task.spec.run(problem, item, task.config)
-            attrs = {**record.attrs, "invocation": task.invocation, "options": options}
+            attrs = {**record.attrs, **_hvp_modes(problem), "invocation": task.invocation,
+                     "options": options}
             store.write_result(key, record.arrays, attrs, record.dims, overwrite=derived)
             if "status" in record.attrs:
                 bar.set_postfix(status=record.attrs["status"])
     rows = store.results_frame(task.spec.name, task.spec.columns, keys=[k for k, _ in keyed])
     return TaskSummary(task.name, computed=len(todo), skipped=len(keyed) - len(todo),
                        metrics=task.spec.summarise(rows))
+
+
+def _hvp_modes(problem) -> dict:
+    """``{"hvp_modes": {kind: mode}}``: how the problem's HVPs were taken (``Objective.hvp_plan``
+    of the problem or of its ``objective``; per split for a dict of objectives), or nothing when
+    it took none."""
+    obj = getattr(problem, "objective", problem)
+    plans = ({"": obj} if isinstance(obj, Objective) else
+             problem if isinstance(problem, dict) else {})
+    found = {name: dict(obj.hvp_plan) for name, obj in plans.items()
+             if isinstance(obj, Objective) and obj.hvp_plan}
+    return {"hvp_modes": found.get("", found)} if found else {}
 
 
 def _failure(task: Task, exc: BaseException, attempts: int) -> TaskSummary:
