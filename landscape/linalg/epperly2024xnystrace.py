@@ -18,7 +18,10 @@ factor ``H = C Cᵀ``, ``B = Yᵀ C⁻ᵀ`` (n × s) and ``uᵢ = C⁻¹ eᵢ``,
 computed from n × s products without forming ``G`` (whose condition is that of H squared).
 As in the paper, A is shifted by ``ν = 10 ε ‖Y‖_F`` (``Y + νΩ``) so that the Cholesky factor
 exists when A has rank below s, and ``n ν`` is subtracted at the end. The standard error is the
-spread of the tᵢ over √s (the paper's estimate; the tᵢ share data, so it is a heuristic).
+spread of the tᵢ over √s (the paper's estimate; the tᵢ share data, so it is a heuristic) and it
+runs low: on a PSD spectrum decaying as i^−1.5 (n = 100, 300 seeds) the mean reported standard
+error was 0.71, 0.65 and 0.55 × the observed RMS error at 12, 24 and 48 products (Hutch++'s:
+0.84, 0.90, 1.02), while the RMS error itself was 0.57, 0.57 and 0.63 × Hutch++'s.
 A negative eigenvalue beyond rounding makes H indefinite: it is refused, not estimated.
 """
 

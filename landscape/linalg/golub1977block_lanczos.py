@@ -51,7 +51,7 @@ class BlockLanczos:
         rows = min(max_steps, INITIAL_STEPS) * b  # storage grows by doubling, up to max_steps
         self._basis = v0.new_zeros(rows, n)
         self._images = v0.new_zeros(rows, n)  # A X, kept for explicit Ritz residuals
-        self._t = np.zeros((max_steps * b, max_steps * b))  # T, filled block by block
+        self._t = np.zeros((rows, rows))  # T, filled block by block
         self._last = np.zeros((b, b))  # B_m, the residual's coupling to the next block
         self.steps = 0
         self.max_steps = max_steps
@@ -102,7 +102,8 @@ class BlockLanczos:
             self._t[j:j + b, j + b:j + 2 * b] = coupling.T
 
     def _reserve(self, rows: int) -> None:
-        """Room for ``rows`` basis vectors (and images): capacity doubles, capped at max_steps."""
+        """Room for ``rows`` basis vectors (their images, T's rows): capacity doubles, capped at
+        max_steps."""
         have = self._basis.shape[0]
         if rows <= have:
             return
@@ -112,6 +113,9 @@ class BlockLanczos:
             new = old.new_zeros(grown, old.shape[1])
             new[:have] = old
             setattr(self, name, new)
+        t = np.zeros((grown, grown))
+        t[:have, :have] = self._t
+        self._t = t
 
     def _fresh(self, count: int, m: int) -> Tensor:
         """``count`` orthonormal random rows orthogonal to the first m basis vectors."""
@@ -125,7 +129,8 @@ class BlockLanczos:
         """Ritz values ``lo … hi-1`` (ascending positions among all ``size`` of them): values
         ``[hi-lo]``, their coordinates in the basis ``[size, hi-lo]`` (columns; ``vectors``
         turns them into Ritz vectors) and residual estimates ``‖B_m s_m‖`` ``[hi-lo]``, as
-        float64 CPU tensors. Costs ``O(size · b²)`` flops, no matvec."""
+        float64 CPU tensors. Costs the band reduction, ``O(size · b²)``, and the wanted
+        eigenvectors; no matvec."""
         m, b = self.size, self.block
         if not 0 <= lo < hi <= m:
             raise ValueError(f"need 0 <= lo < hi <= {m}; got {lo}, {hi}")
