@@ -60,6 +60,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from landscape.checks import check_choice, check_count
 from landscape.linalg.regularised_ls import eigen_space, krylov_space
 from landscape.objective import Objective
 from landscape.optim.base import (
@@ -73,13 +74,6 @@ from landscape.optim.base import (
 )
 
 MODES = ("exact", "cg")
-
-
-def _check_mode(mode: str, cg_iterations: int) -> None:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-    if isinstance(cg_iterations, bool) or not isinstance(cg_iterations, int) or cg_iterations < 1:
-        raise ValueError(f"cg_iterations must be a positive integer; got {cg_iterations!r}")
 
 
 def natural_gradient_step(obj: Objective, theta: Tensor, *, lr: float = 1.0,
@@ -99,7 +93,8 @@ def natural_gradient_step(obj: Objective, theta: Tensor, *, lr: float = 1.0,
     """
     lr = check_positive("lr", lr)
     dampings = check_dampings(damping)
-    _check_mode(mode, cg_iterations)
+    check_choice("mode", mode, MODES)
+    check_count("cg_iterations", cg_iterations)
     loss, g = obj.loss_and_grad(theta)
     theta = theta.to(g.device, g.dtype)
     if not bool(g.any()):  # a critical point: the step is zero
@@ -129,7 +124,8 @@ class NaturalGradient(SecondOrderOptimizer):
                  dtype: torch.dtype = torch.float64, seed: int = 0):
         check_positive("lr", lr)
         check_dampings(damping)
-        _check_mode(mode, cg_iterations)
+        check_choice("mode", mode, MODES)
+        check_count("cg_iterations", cg_iterations)
         defaults = {"lr": lr, "damping": damping, "mode": mode, "cg_iterations": cg_iterations}
         super().__init__(params, defaults, objective_factory=objective_factory, dtype=dtype,
                          seed=seed)

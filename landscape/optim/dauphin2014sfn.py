@@ -56,6 +56,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from landscape.checks import check_choice, check_count
 from landscape.objective import Objective
 from landscape.optim.base import (
     DEFAULT_DAMPINGS,
@@ -89,10 +90,8 @@ def saddle_free_newton_step(obj: Objective, theta: Tensor, *, lr: float = 1.0,
     """
     lr = check_positive("lr", lr)
     dampings = check_dampings(damping)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-    if krylov_dim < 1:
-        raise ValueError(f"krylov_dim must be a positive integer; got {krylov_dim}")
+    check_choice("mode", mode, MODES)
+    check_count("krylov_dim", krylov_dim)
     loss, g = obj.loss_and_grad(theta)
     theta = theta.to(g.device, g.dtype)
     if not bool(g.any()):  # a critical point: every form of the step is zero
@@ -120,10 +119,8 @@ class SaddleFreeNewton(SecondOrderOptimizer):
                  dtype: torch.dtype = torch.float64, seed: int = 0):
         check_positive("lr", lr)
         check_dampings(damping)
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-        if krylov_dim < 1:
-            raise ValueError(f"krylov_dim must be a positive integer; got {krylov_dim}")
+        check_choice("mode", mode, MODES)
+        check_count("krylov_dim", krylov_dim)
         defaults = {"lr": lr, "damping": damping, "mode": mode, "krylov_dim": krylov_dim}
         super().__init__(params, defaults, objective_factory=objective_factory, dtype=dtype,
                          seed=seed)
