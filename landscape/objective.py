@@ -437,7 +437,7 @@ class Objective:
     def _operator(self, product, theta: Tensor) -> SymmetricOperator:
         theta = self.check_theta(theta).clone()
         return SymmetricOperator(lambda V: product(theta, V), self.num_params, dtype=self.dtype,
-                                 device=self.device, block_size=self.dense_block_size())
+                                 device=self.device, block_size=self.dense_block_size)
 
     def dense_block_size(self) -> int:
         """Identity rows per product in dense builds (``op.dense()``): as many as fit in

@@ -110,3 +110,15 @@ def test_the_dense_block_size_follows_free_memory(monkeypatch, data):
     torch.testing.assert_close(op.dense(), torch.func.hessian(obj.functional_loss)(obj.theta),
                                rtol=1e-10, atol=1e-12)
     assert op.n_matvecs == obj.num_params
+
+
+def test_an_operator_sizes_its_dense_blocks_only_when_made_dense(monkeypatch, data):
+    """Optimizers build a Hessian operator per minibatch for Krylov products only: no forward
+    pass to count activations for a dense build that never comes."""
+    obj = Objective(mlp(nn.Tanh), CE, data)
+    calls = []
+    monkeypatch.setattr(obj, "dense_block_size", lambda: calls.append(1) or 7)
+    op = obj.hessian_op(obj.theta)
+    op(torch.randn(3, obj.num_params, dtype=torch.float64))
+    assert calls == []
+    assert op.block_size == 7 and op.block_size == 7 and calls == [1]

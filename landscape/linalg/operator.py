@@ -39,7 +39,8 @@ class SymmetricOperator:
     """
 
     def __init__(self, matmat: MatMat, n: int, *, dtype: torch.dtype = torch.float64,
-                 device: torch.device | str = "cpu", block_size: int | None = None):
+                 device: torch.device | str = "cpu",
+                 block_size: int | Callable[[], int] | None = None):
         if not callable(matmat):
             raise TypeError(f"matmat must be callable; got {type(matmat).__name__}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -50,7 +51,7 @@ class SymmetricOperator:
         self.n = n
         self.dtype = dtype
         self.device = torch.device(device)
-        self.block_size = min(n, DEFAULT_BLOCK_SIZE) if block_size is None else block_size
+        self._block_size = min(n, DEFAULT_BLOCK_SIZE) if block_size is None else block_size
         self.n_matvecs = 0
 
     def matmat(self, vectors: Tensor) -> Tensor:
@@ -71,6 +72,15 @@ class SymmetricOperator:
 
     def __matmul__(self, x: Tensor) -> Tensor:
         return self.matmat(x) if x.ndim == 1 else self.matmat(x.T).T
+
+    @property
+    def block_size(self) -> int:
+        """Rows per application in ``row_blocks`` / ``dense`` by default: ``min(n, 128)``, the
+        maker's int, or what the maker's sizing function returns (called on first use only, so
+        operators that are never made dense pay nothing for it)."""
+        if callable(self._block_size):
+            self._block_size = self._block_size()
+        return self._block_size
 
     def row_blocks(self, block_size: int | None = None) -> Iterator[tuple[slice, Tensor]]:
         """``(rows, A[rows])`` for consecutive blocks of ``block_size`` rows of A (default: the
