@@ -509,10 +509,10 @@ def trace(obj: Objective, theta: Tensor, *, method: str = "auto", n_matvecs: int
 def frobenius_sq(obj: Objective, theta: Tensor, *, method: str = "auto", n_matvecs: int = 99,
                  seed: int = 0) -> Measure:
     """``tr H² = ‖H‖_F² = Σ λᵢ²``. ``"exact"``: n HVPs; ``"hutch++"`` / ``"hutchinson"`` /
-    ``"xtrace"`` / ``"xnystrace"`` (H² is PSD): ``estimate_trace`` of the operator
-    ``V ↦ H(HV)`` with ``n_matvecs // 2`` of its
-    applications (two HVPs each; a Frobenius-specific estimator, ``‖Hz‖²`` per probe, would
-    halve that); ``"auto"``: exact when n ≤ ``n_matvecs``, else Hutch++."""
+    ``"xtrace"`` / ``"xnystrace"`` (H² is PSD): ``estimate_trace`` of the operator ``V ↦ H(HV)``
+    with ``n_matvecs // 2`` of its applications (two HVPs each; a Frobenius-specific estimator,
+    ``‖Hz‖²`` per probe, would halve that); ``"auto"``: exact when n ≤ ``n_matvecs``, else
+    Hutch++."""
     return _moment(obj, theta, 2, "frobenius_sq", method, n_matvecs, seed)
 
 
